@@ -1,0 +1,38 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch/torchvision pinned to the releases on this machine's disk; pyproject declares a range.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv demo test lint format bench clean
+
+$(BIN)/cnnzoo: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
+	$(BIN)/pip install -q $(TORCH) 2>&1 | grep -v "is ignored" || true
+	$(BIN)/pip install -q -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import cnnzoo, torch, torchvision, lightning"
+	touch $(BIN)/cnnzoo
+
+venv: $(BIN)/cnnzoo
+
+demo: venv
+	$(BIN)/cnnzoo demo
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+format: venv
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+bench: venv
+	$(BIN)/python benchmarks/classification.py --help
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,16 @@
+"""cnnzoo: every architecture of the lecture "CNN Architectures", by name."""
+
+from cnnzoo.errors import CnnzooError
+from cnnzoo.models.torchvision_compat import load_torchvision_weights
+from cnnzoo.registry import ModelInfo, create_model, list_models, model_info, register_model
+
+__all__ = [
+    "CnnzooError",
+    "ModelInfo",
+    "create_model",
+    "list_models",
+    "load_torchvision_weights",
+    "model_info",
+    "register_model",
+]
+__version__ = "0.1.0"

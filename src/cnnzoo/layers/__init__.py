@@ -1,0 +1,5 @@
+"""Reusable blocks shared by several models."""
+
+from cnnzoo.layers.conv import ConvBnAct
+
+__all__ = ["ConvBnAct"]

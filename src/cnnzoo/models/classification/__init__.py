@@ -1,0 +1,3 @@
+"""Image classification architectures; importing this registers them."""
+
+from cnnzoo.models.classification import lenet  # noqa: F401

@@ -1,0 +1,172 @@
+"""Build any model by name: ``@register_model`` next to each builder, ``create_model`` as the door.
+
+Each entry carries a small :class:`ModelInfo` (task, paper, input sizes, torchvision twin),
+in the way timm keeps metadata beside the model rather than inside it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from cnnzoo.errors import CnnzooError
+
+TASKS = ("classification", "segmentation", "detection", "reconstruction", "generative")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What cnnzoo knows about a model without building it.
+
+    Attributes:
+        name: registry name, e.g. ``"resnet18"``.
+        task: one of :data:`TASKS`.
+        paper: short citation, "Authors, Title, Venue Year".
+        input_size: default input as (channels, height, width).
+        min_input_size: smallest height/width the model accepts (after its own downsampling).
+        small_input: the builder takes ``small_input=True`` for a stem without early
+            downsampling (28x28 or 32x32 images); when False, smaller images are resized
+            up to ``min_input_size`` by the data pipeline.
+        torchvision: the torchvision builder with the same architecture (parity oracle), if any.
+        family: architecture family, e.g. ``"resnet"``.
+        builder: the function that builds the model.
+        defaults: keyword arguments the builder is called with unless overridden.
+    """
+
+    name: str
+    task: str
+    paper: str
+    input_size: tuple[int, int, int]
+    min_input_size: int
+    small_input: bool
+    torchvision: str | None
+    family: str
+    builder: Callable[..., nn.Module] = field(repr=False, compare=False)
+    defaults: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+
+
+def register_model(
+    *,
+    task: str,
+    paper: str,
+    input_size: tuple[int, int, int] = (3, 224, 224),
+    min_input_size: int = 32,
+    small_input: bool = False,
+    torchvision: str | None = None,
+    family: str = "",
+    name: str | None = None,
+    **defaults: Any,
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a model builder under its function name (or ``name``).
+
+    Returns:
+        The decorator; it returns the builder unchanged.
+
+    Raises:
+        ValueError: for an unknown task or a name registered twice (programming errors).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name or fn.__name__
+        if key in _REGISTRY:
+            raise ValueError(f"model {key!r} is registered twice")
+        _REGISTRY[key] = ModelInfo(
+            name=key,
+            task=task,
+            paper=paper,
+            input_size=input_size,
+            min_input_size=min_input_size,
+            small_input=small_input,
+            torchvision=torchvision,
+            family=family or key.rstrip("0123456789_bn"),
+            builder=fn,
+            defaults=dict(defaults),
+        )
+        return fn
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    # Importing the models package runs every @register_model decorator once.
+    import cnnzoo.models  # noqa: F401
+
+
+def model_info(name: str) -> ModelInfo:
+    """Return the :class:`ModelInfo` of a registered model.
+
+    Raises:
+        CnnzooError: if ``name`` is not registered; the message lists close matches.
+    """
+    _ensure_loaded()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}?" if close else "see `cnnzoo models`"
+        raise CnnzooError(f"unknown model {name!r}; {hint}") from None
+
+
+def list_models(task: str | None = None) -> list[str]:
+    """Return the sorted registered model names, optionally only those of one ``task``.
+
+    Raises:
+        CnnzooError: for a task that is not one of :data:`TASKS`.
+    """
+    _ensure_loaded()
+    if task is not None and task not in TASKS:
+        raise CnnzooError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    return sorted(n for n, i in _REGISTRY.items() if task is None or i.task == task)
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build a registered model by name.
+
+    Args:
+        name: registry name (see :func:`list_models`).
+        num_classes: number of output classes, where the model has a classifier.
+        in_channels: number of input image channels (1 for Fashion-MNIST, 3 for RGB).
+        **kwargs: builder-specific options, e.g. ``small_input=True``, ``aux_logits=False``.
+
+    Returns:
+        The model, in training mode, with randomly initialised weights.
+
+    Raises:
+        CnnzooError: for an unknown name or an option the builder does not take.
+    """
+    info = model_info(name)
+    args: dict[str, Any] = dict(info.defaults)
+    if num_classes is not None:
+        args["num_classes"] = num_classes
+    if in_channels is not None:
+        args["in_channels"] = in_channels
+    args.update(kwargs)
+    if args.get("small_input") and not info.small_input:
+        raise CnnzooError(
+            f"model {name!r} has no small-input variant; feed it inputs of at least "
+            f"{info.min_input_size}x{info.min_input_size} pixels instead"
+        )
+    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise CnnzooError(f"{key} must be a positive integer, got {value!r}")
+    try:
+        model = info.builder(**args)
+    except TypeError as err:
+        raise CnnzooError(f"model {name!r} does not accept these options: {err}") from None
+    model.model_name = name  # type: ignore[assignment]
+    model.model_kwargs = {k: v for k, v in args.items()}  # type: ignore[assignment]
+    return model
