@@ -101,3 +101,21 @@ def summarize(model: nn.Module, input_size: tuple[int, ...], max_depth: int = 2)
             )
         )
     return rows
+
+
+def model_cost(name: str) -> tuple[int, int]:
+    """Return (parameters, MACs) of a registered model at its default input size.
+
+    The model is built on the meta device, so no memory is allocated and no weights are
+    initialised: fast enough to tabulate the whole registry.
+    """
+    from cnnzoo.registry import create_model, model_info
+
+    info = model_info(name)
+    with torch.device("meta"):
+        model = create_model(name, in_channels=info.input_size[0])
+        params = sum(p.numel() for p in model.parameters())
+        model.eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, *info.input_size))
+    return params, counter.get_total_flops() // 2

@@ -105,8 +105,12 @@ class ImageClassifier(nn.Module):
         raise NotImplementedError("this model has no torchvision counterpart")
 
 
-def init_weights_kaiming(module: nn.Module) -> None:
-    """He-normal convolutions (fan_out), unit BN, small normal linears — torchvision's ResNet init."""
+def init_weights_kaiming(module: nn.Module, linear_std: float | None = 0.01) -> None:
+    """He-normal convolutions (fan_out), unit BN, normal(0, ``linear_std``) linears.
+
+    This is torchvision's ResNet/VGG initialisation; ``linear_std=None`` keeps PyTorch's
+    default (uniform) for linears, better for small heads of stacked linears.
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -115,8 +119,8 @@ def init_weights_kaiming(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
+        elif isinstance(m, nn.Linear) and linear_std is not None:
+            nn.init.normal_(m.weight, 0, linear_std)
             nn.init.zeros_(m.bias)
 
 

@@ -1,3 +1,11 @@
 """Image classification architectures; importing this registers them."""
 
-from cnnzoo.models.classification import lenet  # noqa: F401
+from cnnzoo.models.classification import (  # noqa: F401
+    alexnet,
+    googlenet,
+    lenet,
+    plain,
+    resnet,
+    resnet_cifar,
+    vgg,
+)

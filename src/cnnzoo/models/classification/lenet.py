@@ -15,7 +15,9 @@ from cnnzoo.layers import ConvBnAct
 from cnnzoo.models.base import FeatureInfo, FeatureStage, ImageClassifier, init_weights_kaiming
 from cnnzoo.registry import register_model
 
-LECUN_1998 = "LeCun et al., Gradient-Based Learning Applied to Document Recognition, Proc. IEEE 1998"
+LECUN_1998 = (
+    "LeCun et al., Gradient-Based Learning Applied to Document Recognition, Proc. IEEE 1998"
+)
 
 
 class LeNet5(ImageClassifier):
@@ -46,10 +48,12 @@ class LeNet5(ImageClassifier):
 
 
 class ConvNet(ImageClassifier):
-    """A compact VGG-style network: two conv-BN-ReLU pairs per stage, max-pool between stages.
+    """A compact VGG-style network: stages of two conv-BN-ReLU and a 2x2 max-pool, then an MLP.
 
-    The lecture's "prototypical" feature extractor + decision layers, sized for 28x28 images:
-    the Fashion-MNIST benchmark's "2 Conv + pooling + BN" family, one stage deeper.
+    The lecture's "prototypical" architecture — a feature extractor that halves the
+    resolution while widening, and decision layers on top — sized for 28x28 images (the
+    Fashion-MNIST benchmark's "2 Conv + pooling + BN" family, with two convs per stage).
+    As in VGG, an adaptive average pool fixes the map size fed to the first linear layer.
     """
 
     classifier_name = "fc"
@@ -58,9 +62,10 @@ class ConvNet(ImageClassifier):
         self,
         num_classes: int = 10,
         in_channels: int = 1,
-        widths: tuple[int, ...] = (32, 64, 128),
+        widths: tuple[int, ...] = (32, 64),
         hidden: int = 256,
         dropout: float = 0.3,
+        head_size: int = 7,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -68,18 +73,22 @@ class ConvNet(ImageClassifier):
         stage_info = []
         prev = in_channels
         for i, width in enumerate(widths):
-            pool = nn.MaxPool2d(2) if i < len(widths) - 1 else nn.Identity()
-            stages.append(nn.Sequential(ConvBnAct(prev, width), ConvBnAct(width, width), pool))
-            stage_info.append(FeatureStage(f"stages.{i}", width, 2 ** min(i + 1, len(widths) - 1)))
+            stages.append(
+                nn.Sequential(ConvBnAct(prev, width), ConvBnAct(width, width), nn.MaxPool2d(2))
+            )
+            stage_info.append(FeatureStage(f"stages.{i}", width, 2 ** (i + 1)))
             prev = width
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(head_size)
         self.fc1 = nn.Sequential(
-            nn.Flatten(), nn.Linear(prev, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout)
+            nn.Flatten(),
+            nn.Linear(prev * head_size * head_size, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
         )
         self.fc = nn.Linear(hidden, num_classes)
         self.feature_info = FeatureInfo(stage_info)
-        init_weights_kaiming(self)
+        init_weights_kaiming(self, linear_std=None)
 
     def forward_features(self, x: Tensor) -> Tensor:
         return self.stages(x)
@@ -111,9 +120,10 @@ def lenet5(num_classes: int = 10, in_channels: int = 1) -> LeNet5:
 def convnet(
     num_classes: int = 10,
     in_channels: int = 1,
-    widths: tuple[int, ...] = (32, 64, 128),
+    widths: tuple[int, ...] = (32, 64),
     hidden: int = 256,
     dropout: float = 0.3,
+    head_size: int = 7,
 ) -> ConvNet:
     """Compact VGG-style CNN for 28x28 inputs; the demo's model."""
-    return ConvNet(num_classes, in_channels, tuple(widths), hidden, dropout)
+    return ConvNet(num_classes, in_channels, tuple(widths), hidden, dropout, head_size)

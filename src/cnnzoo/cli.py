@@ -1,0 +1,279 @@
+"""The ``cnnzoo`` command line: one thin function per command; the work is in workflows/."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cnnzoo.errors import CnnzooError
+
+app = typer.Typer(
+    help="Every architecture of the lecture 'CNN Architectures': build, train, evaluate.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def clear_errors(fn: F) -> F:
+    """Turn a :class:`CnnzooError` into one red line on stderr and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CnnzooError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _human(n: float) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(int(n))
+
+
+@app.command()
+@clear_errors
+def models(task: Annotated[str | None, typer.Option(help="only this task")] = None) -> None:
+    """Table of every registered model: name, task, params, MACs, paper."""
+    from cnnzoo.registry import model_info
+    from cnnzoo.summary import model_cost
+
+    table = Table(title="cnnzoo models")
+    for col in ("name", "task", "input", "params", "MACs", "paper"):
+        table.add_column(
+            col,
+            no_wrap=col != "paper",
+            max_width=48 if col == "paper" else None,
+            overflow="ellipsis",
+        )
+    from cnnzoo.registry import list_models
+
+    for name in list_models(task):
+        info = model_info(name)
+        params, macs = model_cost(name)
+        size = "x".join(map(str, info.input_size))
+        table.add_row(name, info.task, size, _human(params), _human(macs), info.paper)
+    console.print(table)
+
+
+@app.command()
+@clear_errors
+def info(
+    name: str,
+    input_size: Annotated[
+        tuple[int, int, int] | None, typer.Option(help="C H W (default: the model's)")
+    ] = None,
+    num_classes: Annotated[int | None, typer.Option()] = None,
+    depth: Annotated[int, typer.Option(help="module nesting depth shown")] = 2,
+) -> None:
+    """Per-layer output shapes, parameters and MACs of one model."""
+    from cnnzoo.registry import create_model, model_info
+    from cnnzoo.summary import summarize
+
+    meta = model_info(name)
+    size = tuple(input_size) if input_size else meta.input_size
+    kwargs: dict[str, Any] = {"in_channels": size[0]}
+    if num_classes:
+        kwargs["num_classes"] = num_classes
+    if size[1] < meta.min_input_size and meta.small_input:
+        kwargs["small_input"] = True
+    if size[1] < meta.min_input_size and not kwargs.get("small_input"):
+        raise CnnzooError(
+            f"{name} needs inputs of at least {meta.min_input_size}x{meta.min_input_size}, "
+            f"got {size[1]}x{size[2]}"
+        )
+    model = create_model(name, **kwargs)
+    rows = summarize(model, size, max_depth=depth)
+    table = Table(title=f"{name}  input {'x'.join(map(str, size))}  ({meta.paper})")
+    for col in ("layer", "type", "output shape", "params", "MACs"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+    for r in rows:
+        shape = "x".join(map(str, r.output_shape[1:])) if r.output_shape else "-"
+        indent = "  " * (r.depth - 1)
+        table.add_row(indent + r.name, r.kind, shape, f"{r.params:,}", _human(r.macs))
+    total_params = sum(p.numel() for p in model.parameters())
+    total_macs = sum(r.macs for r in rows if r.depth == 1)
+    table.add_row("total", "", "", f"{total_params:,}", _human(total_macs), style="bold")
+    console.print(table)
+
+
+def _parse_model_args(items: list[str]) -> dict[str, Any]:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise CnnzooError(f"--model-arg expects key=value, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def _print_metrics(title: str, metrics: dict[str, float], extra: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False)
+    for k, v in extra.items():
+        table.add_row(k, str(v))
+    for k, v in sorted(metrics.items()):
+        table.add_row(k, f"{v:.4f}")
+    console.print(table)
+
+
+@app.command()
+@clear_errors
+def train(
+    model: Annotated[str, typer.Argument(help="registered model name (see `cnnzoo models`)")],
+    data: Annotated[str, typer.Option(help="fashion-mnist, fashion-mnist-mini or a folder")] = (
+        "fashion-mnist"
+    ),
+    out: Annotated[str | None, typer.Option(help="run directory (default runs/MODEL)")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="where Fashion-MNIST lives")] = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    optimizer: Annotated[str, typer.Option(help="sgd, adam, adamw")] = "sgd",
+    lr: float = 0.05,
+    momentum: float = 0.9,
+    nesterov: bool = True,
+    weight_decay: float = 5e-4,
+    scheduler: Annotated[str, typer.Option(help="onecycle, cosine, step, none")] = "onecycle",
+    loss: Annotated[str, typer.Option(help="cross_entropy, nll, kl")] = "cross_entropy",
+    label_smoothing: float = 0.0,
+    aux_weight: Annotated[float, typer.Option(help="auxiliary classifier weight")] = 0.3,
+    augment: bool = True,
+    val_fraction: float = 0.1,
+    subset: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
+    image_size: Annotated[int | None, typer.Option(help="image-folder resize")] = None,
+    seed: int = 0,
+    accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = "auto",
+    devices: Annotated[str, typer.Option(help="number of devices (DDP when > 1) or 'auto'")] = "1",
+    num_nodes: int = 1,
+    precision: Annotated[str, typer.Option(help="32-true, bf16-mixed, 16-mixed")] = "32-true",
+    channels_last: bool = False,
+    max_time: Annotated[float | None, typer.Option(help="training budget in minutes")] = None,
+    num_workers: int = 0,
+    model_arg: Annotated[
+        list[str] | None, typer.Option(help="builder option key=value, repeatable")
+    ] = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> None:
+    """Train a classifier; writes a run directory (config, weights, metrics, plots)."""
+    from cnnzoo.workflows.train import TrainConfig
+    from cnnzoo.workflows.train import train as run_train
+
+    cfg = TrainConfig(
+        model=model,
+        data=data,
+        out=out or f"runs/{model}",
+        data_dir=data_dir,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        weight_decay=weight_decay,
+        scheduler=scheduler,
+        loss=loss,
+        label_smoothing=label_smoothing,
+        aux_weight=aux_weight,
+        augment=augment,
+        val_fraction=val_fraction,
+        subset=subset,
+        image_size=image_size,
+        seed=seed,
+        accelerator=accelerator,
+        devices=int(devices) if devices.isdigit() else devices,
+        num_nodes=num_nodes,
+        precision=precision,
+        channels_last=channels_last,
+        max_time_minutes=max_time,
+        num_workers=num_workers,
+        model_kwargs=_parse_model_args(model_arg or []),
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    result = run_train(cfg)
+    extra = {"run": result.run_dir, "epochs": result.epochs, "seconds": f"{result.seconds:.1f}"}
+    _print_metrics(f"{model} on {data}", result.metrics, extra)
+
+
+@app.command("eval")
+@clear_errors
+def eval_(
+    run: Annotated[str, typer.Argument(help="run directory or model.safetensors")],
+    data: Annotated[str | None, typer.Option(help="default: the training dataset")] = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    batch_size: int = 256,
+) -> None:
+    """Accuracy, per-class table and confusion matrix of a trained model."""
+    from cnnzoo.workflows.evaluate import evaluate
+
+    result = evaluate(run, data=data, data_dir=data_dir, split=split, batch_size=batch_size)
+    table = Table(title=f"accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  ({split})")
+    for col in ("class", "support", "accuracy (recall)", "precision"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for row in result.per_class:
+        table.add_row(row.name, str(row.support), f"{row.recall:.4f}", f"{row.precision:.4f}")
+    console.print(table)
+    if result.confusion_png:
+        console.print(f"confusion matrix: {result.confusion_png}")
+
+
+@app.command()
+@clear_errors
+def predict(
+    run: Annotated[str, typer.Argument(help="run directory or model.safetensors")],
+    images: Annotated[list[str], typer.Argument(help="image files")],
+    topk: int = 3,
+) -> None:
+    """One line per image: file, top-k class names with probabilities."""
+    from cnnzoo.workflows.predict import predict as run_predict
+
+    for p in run_predict(run, images, topk=topk):
+        ranked = "  ".join(f"{c} {q:.3f}" for c, q in zip(p.classes, p.probs, strict=True))
+        console.print(f"{p.file}\t{ranked}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@clear_errors
+def demo(
+    out: str = "runs/demo",
+    epochs: Annotated[int | None, typer.Option(help="default: the recipe's")] = None,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> None:
+    """The main job: train the compact classifier on Fashion-MNIST, evaluate, summarise."""
+    from cnnzoo.workflows.demo import run_demo
+
+    result, why = run_demo(out=out, epochs=epochs, data_dir=data_dir, progress=progress)
+    console.print(f"data: {why}")
+    extra = {
+        "run directory": result.run_dir,
+        "model": "convnet",
+        "params": f"{result.params:,}",
+        "epochs": result.epochs,
+        "training seconds": f"{result.seconds:.1f}",
+    }
+    _print_metrics("cnnzoo demo: Fashion-MNIST", result.metrics, extra)
+    console.print(f"plots: {result.run_dir / 'plots'}")
+
+
+if __name__ == "__main__":
+    app()

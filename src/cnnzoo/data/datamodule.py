@@ -1,0 +1,260 @@
+"""Classification data for Lightning: any source (Fashion-MNIST, the bundled mini set, an
+image folder) becomes uint8 batches that are resized, augmented and normalised *as batches*
+after transfer to the device — no per-image PIL round trip on the critical path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from cnnzoo.data.sampler import GlobalBatchSampler
+from cnnzoo.data.transforms import BatchAugment, normalize_batch, resize_batch
+from cnnzoo.errors import CnnzooError
+
+FASHION_MNIST_NAMES = ("fashion-mnist", "fashion-mnist-mini")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DatasetSpec:
+    """What a model needs to know about its data (saved in the run's ``model.json``)."""
+
+    name: str
+    class_names: list[str]
+    in_channels: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON/YAML-friendly dict."""
+        d = asdict(self)
+        d["image_size"] = list(self.image_size)
+        return d
+
+
+class InMemoryImages(Dataset):
+    """uint8 images (N, C, H, W) and int64 labels held in memory, fetched a batch at a time."""
+
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self.images[index], self.labels[index]
+
+    def __getitems__(self, indices: list[int]) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.labels[idx]
+
+
+def collate(batch: Any) -> Any:
+    """Pass through batches fetched whole (``__getitems__``); stack lists of samples."""
+    return batch if isinstance(batch, tuple) else default_collate(batch)
+
+
+def prepare_batch(
+    x: Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    resize_to: int | None = None,
+    augment: BatchAugment | None = None,
+) -> Tensor:
+    """Turn a uint8 batch into the model's float input: augment, normalise, resize.
+
+    Augmentation runs first, on the small uint8 images, so crop padding is black.
+
+    Returns:
+        float32 tensor (N, C, H', W').
+    """
+    if augment is not None:
+        x = augment(x)
+    x = normalize_batch(x, mean, std)
+    if resize_to is not None and x.shape[-1] != resize_to:
+        x = resize_batch(x, resize_to)
+    return x
+
+
+def _split_off(
+    images: Tensor, labels: Tensor, fraction: float, seed: int
+) -> tuple[InMemoryImages, InMemoryImages | None]:
+    if fraction <= 0:
+        return InMemoryImages(images, labels), None
+    if not 0 < fraction < 1:
+        raise CnnzooError(f"--val-fraction must be in [0, 1), got {fraction}")
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, round(fraction * len(labels)))
+    val, train = order[:n_val], order[n_val:]
+    return InMemoryImages(images[train], labels[train]), InMemoryImages(images[val], labels[val])
+
+
+class ClassificationData(L.LightningDataModule):
+    """Train/val/test loaders for a classification dataset named by ``data``.
+
+    Args:
+        data: ``"fashion-mnist"``, ``"fashion-mnist-mini"`` (bundled, offline) or a path to an
+            image folder (one sub-folder per class; optional ``train/``, ``val/``, ``test/``).
+        data_dir: where to look for Fashion-MNIST first.
+        batch_size: global batch size (split across DDP processes).
+        val_fraction: share of the training set held out for validation (0: no validation).
+        augment: random crop (zero padding) + horizontal flip on training batches.
+        resize_to: resize every batch to this square size (models with a minimum input size).
+        image_size: image-folder images are resized to this size when loaded (default 224).
+        channels: image-folder channel count (default: 3).
+        subset: keep only the first N training samples (quick runs, tests).
+        seed: seed of the split and of the shuffling.
+        num_workers: DataLoader worker processes for image folders (decoding).
+
+    Raises:
+        CnnzooError: for an unknown dataset, a missing/empty folder or unreadable files.
+    """
+
+    def __init__(
+        self,
+        data: str,
+        data_dir: str | None = None,
+        batch_size: int = 128,
+        val_fraction: float = 0.1,
+        augment: bool = True,
+        resize_to: int | None = None,
+        image_size: int | None = None,
+        channels: int | None = None,
+        subset: int | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        self.data = data
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.resize_to = resize_to
+        self.subset = subset
+        self.seed = seed
+        self.num_workers = num_workers
+        self.download = download
+        self.splits: dict[str, Dataset] = {}
+        self.eval_split = "test"  # the split test_dataloader serves (`cnnzoo eval --split`)
+        self.spec = self._load(image_size, channels)
+        pad = max(1, self.spec.image_size[0] // 8) if augment else 0
+        self.augment = BatchAugment(crop_padding=pad, hflip=True) if augment else None
+
+    # -- sources -----------------------------------------------------------------------
+    def _load(self, image_size: int | None, channels: int | None) -> DatasetSpec:
+        if self.data in FASHION_MNIST_NAMES:
+            return self._load_fashion_mnist()
+        root = Path(self.data).expanduser()
+        if not root.exists():
+            raise CnnzooError(
+                f"unknown dataset {self.data!r}: not one of {', '.join(FASHION_MNIST_NAMES)} "
+                "and no such folder"
+            )
+        return self._load_folder(root, image_size or 224, channels or 3)
+
+    def _load_fashion_mnist(self) -> DatasetSpec:
+        from cnnzoo.data.fashion_mnist import (
+            FASHION_MNIST_CLASSES,
+            load_fashion_mnist,
+            load_fashion_mnist_mini,
+        )
+
+        if self.data == "fashion-mnist-mini":
+            train = load_fashion_mnist_mini("train")
+            test = load_fashion_mnist_mini("test")
+        else:
+            train = load_fashion_mnist("train", self.data_dir, download=self.download)
+            test = load_fashion_mnist("test", self.data_dir, download=self.download)
+        images, labels = train
+        if self.subset:
+            images, labels = images[: self.subset], labels[: self.subset]
+        self.splits["train"], val = _split_off(images, labels, self.val_fraction, self.seed)
+        if val is not None:
+            self.splits["val"] = val
+        self.splits["test"] = InMemoryImages(*test)
+        return DatasetSpec(
+            name=self.data,
+            class_names=list(FASHION_MNIST_CLASSES),
+            in_channels=1,
+            image_size=(28, 28),
+            mean=(0.2860,),
+            std=(0.3530,),
+            sizes={k: len(v) for k, v in self.splits.items()},
+        )
+
+    def _load_folder(self, root: Path, image_size: int, channels: int) -> DatasetSpec:
+        from cnnzoo.data.folder import ImageFolderDataset, image_folder_splits
+
+        splits, classes = image_folder_splits(root, self.val_fraction, self.seed)
+        for name, samples in splits.items():
+            if name == "train" and self.subset:
+                samples = samples[: self.subset]
+            self.splits[name] = ImageFolderDataset(samples, image_size, channels)
+        if "test" not in self.splits and "val" in self.splits:
+            self.splits["test"] = self.splits["val"]
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
+        return DatasetSpec(
+            name=str(root),
+            class_names=list(classes),
+            in_channels=channels,
+            image_size=(image_size, image_size),
+            mean=mean,
+            std=std,
+            sizes={k: len(v) for k, v in self.splits.items()},
+        )
+
+    # -- loaders -----------------------------------------------------------------------
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        dataset = self.splits[split]
+        trainer = getattr(self, "trainer", None)
+        rank = trainer.global_rank if trainer is not None else 0
+        world = trainer.world_size if trainer is not None else 1
+        sampler = GlobalBatchSampler(
+            len(dataset), self.batch_size, shuffle=train, seed=self.seed, rank=rank,
+            world_size=world,
+        )  # fmt: skip
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def has_split(self, split: str) -> bool:
+        """Return whether the dataset has ``split`` ("train", "val" or "test")."""
+        return split in self.splits
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.eval_split, train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        x, y = batch
+        training = self.trainer is not None and self.trainer.training
+        x = prepare_batch(
+            x, self.spec.mean, self.spec.std, self.resize_to, self.augment if training else None
+        )
+        return x, y

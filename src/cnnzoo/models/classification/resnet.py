@@ -1,0 +1,222 @@
+"""ResNet-18/34/50/101/152 for ImageNet.
+
+He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016, Table 1:
+a 7x7/2 convolution and a 3x3/2 max-pool (conv1), four stages of residual blocks (conv2_x to
+conv5_x, 64 to 512 channels, each after the first halving the resolution), global average
+pooling and one fully-connected layer. Shortcuts are identities, with projections (option B)
+where the shape changes. Bottleneck blocks are "v1.5" (stride on the 3x3), as in torchvision,
+whose ImageNet weights load with :func:`cnnzoo.load_torchvision_weights`.
+
+``residual=False`` removes every skip connection: the paper's "plain" networks (Fig. 3,
+middle), registered in :mod:`cnnzoo.models.classification.plain`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+from cnnzoo.layers import BasicBlock, Bottleneck, ConvBnAct, ProjectionShortcut
+from cnnzoo.layers.residual import ShortcutLayer
+from cnnzoo.models.base import FeatureInfo, FeatureStage, ImageClassifier, init_weights_kaiming
+from cnnzoo.registry import register_model
+
+HE_2016 = "He, Zhang, Ren, Sun, Deep Residual Learning for Image Recognition, CVPR 2016"
+
+Block = type[BasicBlock] | type[Bottleneck]
+
+# torchvision's names inside a block: conv{k}/bn{k} and downsample.{0 conv, 1 bn}.
+_TV_BLOCK_KEY = re.compile(r"layer(\d)\.(\d+)\.(conv|bn|downsample\.)(\d)\.(.+)")
+
+
+class ResNet(ImageClassifier):
+    """Stem, stages of residual blocks, global average pooling, fully-connected classifier.
+
+    Args:
+        block: :class:`BasicBlock` (ResNet-18/34) or :class:`Bottleneck` (50/101/152).
+        layers: number of blocks in each stage, e.g. ``(2, 2, 2, 2)`` for ResNet-18.
+        num_classes: outputs of the classifier.
+        in_channels: channels of the input image.
+        small_input: replace the 7x7/2 convolution + max-pool stem by a 3x3/1 convolution
+            without pooling, for 28x28 or 32x32 images (total stride 8 instead of 32).
+        zero_init_residual: start each block's last BN scale at zero (see
+            :meth:`BasicBlock.zero_init_last_bn`).
+        residual: False removes the skip connections (the paper's plain networks).
+        widths: channels of each stage before the block's expansion.
+        shortcut_layer: the shortcut where a block changes shape (option B projections by
+            default; the CIFAR networks use option A zero-padding).
+    """
+
+    classifier_name = "fc"
+
+    def __init__(
+        self,
+        block: Block,
+        layers: tuple[int, ...],
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        small_input: bool = False,
+        zero_init_residual: bool = False,
+        residual: bool = True,
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        shortcut_layer: ShortcutLayer = ProjectionShortcut,
+    ) -> None:
+        super().__init__()
+        if len(layers) != len(widths):
+            raise ValueError(f"got {len(layers)} stage depths {layers} for widths {widths}")
+        if zero_init_residual and not residual:
+            raise ValueError(
+                "zero_init_residual=True with residual=False would zero every block's output; "
+                "use it only with skip connections"
+            )
+        self.num_classes = num_classes
+        self.residual = residual
+        self.shortcut_layer = shortcut_layer
+        if small_input:
+            self.stem = ConvBnAct(in_channels, widths[0], 3, 1)
+            self.maxpool: nn.Module = nn.Identity()
+            reduction = 1
+        else:
+            self.stem = ConvBnAct(in_channels, widths[0], 7, 2)
+            self.maxpool = nn.MaxPool2d(3, 2, padding=1)
+            reduction = 2
+        feature_info = [FeatureStage("stem", widths[0], reduction)]
+        if not small_input:
+            reduction *= 2
+
+        stages = []
+        channels = widths[0]
+        for i, (width, depth) in enumerate(zip(widths, layers, strict=True)):
+            stride = 1 if i == 0 else 2
+            reduction *= stride
+            stages.append(self._make_stage(block, channels, width, depth, stride))
+            channels = width * block.expansion
+            feature_info.append(FeatureStage(f"stages.{i}", channels, reduction))
+        self.stages = nn.Sequential(*stages)
+        self.feature_info = FeatureInfo(feature_info)
+
+        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.fc = nn.Linear(channels, num_classes)
+
+        init_weights_kaiming(self)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, (BasicBlock, Bottleneck)):
+                    m.zero_init_last_bn()
+
+    def _make_stage(
+        self, block: Block, in_channels: int, width: int, depth: int, stride: int
+    ) -> nn.Sequential:
+        """Return ``depth`` blocks; the first changes resolution (``stride``) and channels."""
+        blocks = [block(in_channels, width, stride, self.residual, self.shortcut_layer)]
+        for _ in range(1, depth):
+            blocks.append(
+                block(width * block.expansion, width, 1, self.residual, self.shortcut_layer)
+            )
+        return nn.Sequential(*blocks)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.stages(self.maxpool(self.stem(x)))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.global_pool(x)
+        return x if pre_logits else self.fc(x)
+
+    @staticmethod
+    def torchvision_key(key: str) -> str | None:
+        """Map torchvision's ``conv1``/``bn1``/``layerN.i.*``/``fc`` keys to cnnzoo's.
+
+        Examples: ``layer2.0.bn1.weight`` -> ``stages.1.0.conv1.bn.weight``;
+        ``layer2.0.downsample.0.weight`` -> ``stages.1.0.shortcut.conv.weight``.
+        """
+        if key.startswith("conv1."):
+            return "stem.conv." + key.removeprefix("conv1.")
+        if key.startswith("bn1."):
+            return "stem.bn." + key.removeprefix("bn1.")
+        if key.startswith("fc."):
+            return key
+        match = _TV_BLOCK_KEY.fullmatch(key)
+        if match is None:
+            raise ValueError(f"unexpected torchvision ResNet key {key!r}")
+        stage, index, kind, number, rest = match.groups()
+        prefix = f"stages.{int(stage) - 1}.{index}"
+        if kind == "downsample.":
+            return f"{prefix}.shortcut.{('conv', 'bn')[int(number)]}.{rest}"
+        return f"{prefix}.conv{number}.{kind}.{rest}"
+
+
+def _register(torchvision: str) -> Callable[[Callable[..., ResNet]], Callable[..., ResNet]]:
+    # min_input_size=1: the 7x7/2 stem, the max-pool (padding 1) and every strided 3x3/1x1
+    # map any size >= 1 to ceil(size / 2), and global average pooling ends in 1x1; a 1x1
+    # input therefore runs (in training mode a batch of at least 2, for BatchNorm).
+    return register_model(
+        task="classification",
+        paper=HE_2016,
+        input_size=(3, 224, 224),
+        min_input_size=1,
+        small_input=True,
+        torchvision=torchvision,
+        family="resnet",
+    )
+
+
+@_register("resnet18")
+def resnet18(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    small_input: bool = False,
+    zero_init_residual: bool = False,
+    residual: bool = True,
+) -> ResNet:
+    """ResNet-18: basic blocks, (2, 2, 2, 2) per stage; 11.7 M parameters, 1.8 GMACs."""
+    return ResNet(BasicBlock, (2, 2, 2, 2), **locals())
+
+
+@_register("resnet34")
+def resnet34(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    small_input: bool = False,
+    zero_init_residual: bool = False,
+    residual: bool = True,
+) -> ResNet:
+    """ResNet-34: basic blocks, (3, 4, 6, 3) per stage; 21.8 M parameters, 3.7 GMACs."""
+    return ResNet(BasicBlock, (3, 4, 6, 3), **locals())
+
+
+@_register("resnet50")
+def resnet50(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    small_input: bool = False,
+    zero_init_residual: bool = False,
+    residual: bool = True,
+) -> ResNet:
+    """ResNet-50: bottleneck blocks, (3, 4, 6, 3) per stage; 25.6 M parameters, 4.1 GMACs."""
+    return ResNet(Bottleneck, (3, 4, 6, 3), **locals())
+
+
+@_register("resnet101")
+def resnet101(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    small_input: bool = False,
+    zero_init_residual: bool = False,
+    residual: bool = True,
+) -> ResNet:
+    """ResNet-101: bottleneck blocks, (3, 4, 23, 3) per stage; 44.5 M parameters, 7.8 GMACs."""
+    return ResNet(Bottleneck, (3, 4, 23, 3), **locals())
+
+
+@_register("resnet152")
+def resnet152(
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    small_input: bool = False,
+    zero_init_residual: bool = False,
+    residual: bool = True,
+) -> ResNet:
+    """ResNet-152: bottleneck blocks, (3, 8, 36, 3) per stage; 60.2 M parameters, 11.5 GMACs."""
+    return ResNet(Bottleneck, (3, 8, 36, 3), **locals())

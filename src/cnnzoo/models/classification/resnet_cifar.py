@@ -1,0 +1,127 @@
+"""ResNet-20/32/44/56/110 for CIFAR-10 (32x32 images).
+
+He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", CVPR 2016, Sec. 4.2:
+a 3x3 convolution with 16 filters, then three stages of n basic blocks on 32x32, 16x16 and
+8x8 maps with 16, 32 and 64 filters, global average pooling and a fully-connected layer:
+6n + 2 weighted layers. The trunk is :class:`~cnnzoo.models.classification.resnet.ResNet`
+with its small-input stem, three stages and option-A shortcuts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cnnzoo.layers import BasicBlock, ZeroPadShortcut
+from cnnzoo.models.classification.resnet import HE_2016, ResNet
+from cnnzoo.registry import register_model
+
+
+class CifarResNet(ResNet):
+    """The 6n+2-layer CIFAR ResNet of He et al. 2016, Sec. 4.2.
+
+    Args:
+        depth: number of weighted layers, 6n + 2 (20, 32, 44, 56, 110, ...).
+        num_classes: outputs of the classifier.
+        in_channels: channels of the input image.
+        zero_init_residual: start each block's last BN scale at zero.
+        residual: False removes the skip connections (the paper's plain-20 ... plain-110).
+    """
+
+    def __init__(
+        self,
+        depth: int = 20,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        zero_init_residual: bool = False,
+        residual: bool = True,
+    ) -> None:
+        if depth < 8 or (depth - 2) % 6 != 0:
+            raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1, got {depth}")
+        n = (depth - 2) // 6
+        self.depth = depth
+        super().__init__(
+            BasicBlock,
+            (n, n, n),
+            num_classes=num_classes,
+            in_channels=in_channels,
+            small_input=True,  # Sec. 4.2: one 3x3 convolution, no max-pool, on 32x32 inputs
+            zero_init_residual=zero_init_residual,
+            residual=residual,
+            widths=(16, 32, 64),
+            # Sec. 4.2: "we use identity shortcuts in all cases (i.e., option A)": the
+            # parameter-free zero-padding shortcut keeps plain and residual nets the same size.
+            shortcut_layer=ZeroPadShortcut,
+        )
+
+    @staticmethod
+    def torchvision_key(key: str) -> str | None:
+        """Always raises: torchvision has no CIFAR ResNet."""
+        raise NotImplementedError("torchvision has no CIFAR ResNet; train it with cnnzoo")
+
+
+def _register() -> Callable[[Callable[..., CifarResNet]], Callable[..., CifarResNet]]:
+    # min_input_size=1: every strided 3x3 convolution (padding 1) and the subsampling
+    # shortcut map a size >= 1 to ceil(size / 2), so both branches always agree in shape.
+    return register_model(
+        task="classification",
+        paper=HE_2016 + " (Sec. 4.2, CIFAR-10)",
+        input_size=(3, 32, 32),
+        min_input_size=1,
+        small_input=False,
+        family="resnet_cifar",
+    )
+
+
+@_register()
+def resnet20(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    residual: bool = True,
+) -> CifarResNet:
+    """ResNet-20 (n = 3); the paper lists 0.27 M parameters, 8.75 % CIFAR-10 error."""
+    return CifarResNet(20, **locals())
+
+
+@_register()
+def resnet32(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    residual: bool = True,
+) -> CifarResNet:
+    """ResNet-32 (n = 5); the paper lists 0.46 M parameters, 7.51 % CIFAR-10 error."""
+    return CifarResNet(32, **locals())
+
+
+@_register()
+def resnet44(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    residual: bool = True,
+) -> CifarResNet:
+    """ResNet-44 (n = 7); the paper lists 0.66 M parameters, 7.17 % CIFAR-10 error."""
+    return CifarResNet(44, **locals())
+
+
+@_register()
+def resnet56(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    residual: bool = True,
+) -> CifarResNet:
+    """ResNet-56 (n = 9); the paper lists 0.85 M parameters, 6.97 % CIFAR-10 error."""
+    return CifarResNet(56, **locals())
+
+
+@_register()
+def resnet110(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    zero_init_residual: bool = False,
+    residual: bool = True,
+) -> CifarResNet:
+    """ResNet-110 (n = 18); the paper lists 1.7 M parameters, 6.43 % CIFAR-10 error."""
+    return CifarResNet(110, **locals())

@@ -1,0 +1,196 @@
+"""The run directory, in one place.
+
+Every ``cnnzoo train`` writes::
+
+    RUN/config.yaml            the resolved configuration
+    RUN/checkpoints/           best.ckpt and last.ckpt (Lightning, for --resume)
+    RUN/model.safetensors      final weights, loadable without pickle
+    RUN/model.json             the architecture spec to rebuild them (name, kwargs, data spec)
+    RUN/metrics.csv            one row per epoch
+    RUN/metrics.json           final: model, task, dataset, epochs, seconds, metrics
+    RUN/plots/                 PNG figures
+    RUN/logs/                  CSV + TensorBoard logs
+
+Every file is written to a temporary name and renamed, so a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from cnnzoo.errors import CnnzooError
+
+WEIGHTS = "model.safetensors"
+SPEC = "model.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode())
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+class RunDir:
+    """A run directory (see the module docstring for its layout)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, path: str | Path, overwrite: bool = False, resume: bool = False) -> RunDir:
+        """Create a new run directory.
+
+        Args:
+            overwrite: delete an existing directory first (the user asked for it).
+            resume: reuse an existing directory that has ``checkpoints/last.ckpt``.
+
+        Returns:
+            The run directory.
+
+        Raises:
+            CnnzooError: if it exists and neither flag allows reusing it, or ``resume`` finds
+                no checkpoint.
+        """
+        run = cls(path)
+        if resume:
+            if not run.last_checkpoint.is_file():
+                raise CnnzooError(f"cannot resume: {run.last_checkpoint} does not exist")
+            return run
+        if run.path.exists() and any(run.path.iterdir()):
+            if not overwrite:
+                raise CnnzooError(
+                    f"run directory {run.path} already exists; choose another --out, "
+                    "pass --resume to continue it, or --overwrite to replace it"
+                )
+            shutil.rmtree(run.path)
+        run.plots.mkdir(parents=True, exist_ok=True)
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, path: str | Path) -> RunDir:
+        """Open an existing run directory, or the folder of a ``model.safetensors`` file.
+
+        Raises:
+            CnnzooError: if there are no weights and spec to rebuild the model.
+        """
+        p = Path(path)
+        if p.is_file() and p.suffix == ".safetensors":
+            run = cls(p.parent)
+            run._weights = p  # type: ignore[attr-defined]
+        else:
+            run = cls(p)
+        if not run.weights.is_file() or not run.spec_file.is_file():
+            raise CnnzooError(
+                f"{path} is not a cnnzoo run: expected {WEIGHTS} and {SPEC} "
+                "(written at the end of `cnnzoo train`)"
+            )
+        return run
+
+    # -- paths ---------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def plots(self) -> Path:
+        return self.path / "plots"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def weights(self) -> Path:
+        return getattr(self, "_weights", self.path / WEIGHTS)
+
+    @property
+    def spec_file(self) -> Path:
+        return self.weights.with_name(SPEC)
+
+    # -- writing -------------------------------------------------------------------------
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Write ``config.yaml``."""
+        text = yaml.safe_dump(_jsonable(config), sort_keys=False)
+        atomic_write_text(self.path / "config.yaml", text)
+
+    def write_json(self, name: str, data: dict[str, Any]) -> Path:
+        """Write ``name`` (a JSON file in the run directory) and return its path."""
+        path = self.path / name
+        atomic_write_text(path, json.dumps(_jsonable(data), indent=2) + "\n")
+        return path
+
+    def save_model(self, model: nn.Module, spec: dict[str, Any]) -> None:
+        """Write ``model.safetensors`` and ``model.json`` (the spec to rebuild the model)."""
+        from safetensors.torch import save
+
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_write_bytes(self.weights, save(state))
+        self.write_json(SPEC, spec)
+
+    # -- reading -------------------------------------------------------------------------
+    def read_spec(self) -> dict[str, Any]:
+        """Return the parsed ``model.json``."""
+        return json.loads(self.spec_file.read_text())
+
+    def load_model(self) -> tuple[nn.Module, dict[str, Any]]:
+        """Rebuild the model from ``model.json`` and load ``model.safetensors`` into it.
+
+        Returns:
+            The model in eval mode, and the spec.
+
+        Raises:
+            CnnzooError: if the weights do not fit the architecture.
+        """
+        from safetensors.torch import load_file
+
+        from cnnzoo.registry import create_model
+
+        spec = self.read_spec()
+        model = create_model(spec["model"], **spec.get("kwargs", {}))
+        state = load_file(str(self.weights))
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as err:
+            first = str(err).splitlines()[0]
+            raise CnnzooError(f"{self.weights} does not fit {spec['model']}: {first}") from None
+        return model.eval(), spec
+
+    def read_metrics(self) -> dict[str, Any]:
+        """Return the parsed ``metrics.json`` (empty when absent)."""
+        path = self.path / "metrics.json"
+        return json.loads(path.read_text()) if path.is_file() else {}

@@ -1,0 +1,82 @@
+"""Optimisers and learning-rate schedules by name, shared by every task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnzoo.errors import CnnzooError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("cosine", "step", "onecycle", "none")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Split parameters so biases and norm weights (1-D tensors) get no weight decay."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(
+    name: str,
+    params: Iterable[Any],
+    lr: float,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
+    """Return the optimiser ``name`` (one of :data:`OPTIMIZERS`).
+
+    Raises:
+        CnnzooError: for an unknown name.
+    """
+    if name == "sgd":
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+        )
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise CnnzooError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def build_scheduler(
+    name: str, optimizer: torch.optim.Optimizer, total_steps: int, step_size: int | None = None
+) -> dict[str, Any] | None:
+    """Return a Lightning ``lr_scheduler`` config stepping every batch, or None for "none".
+
+    Args:
+        name: one of :data:`SCHEDULERS`.
+        total_steps: optimisation steps of the whole run.
+        step_size: for "step", steps between decays by 10x (default: a third of the run).
+
+    Raises:
+        CnnzooError: for an unknown name.
+    """
+    total_steps = max(1, total_steps)
+    if name == "none":
+        return None
+    if name == "cosine":
+        sched: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    elif name == "step":
+        sched = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=step_size or max(1, total_steps // 3), gamma=0.1
+        )
+    elif name == "onecycle":
+        max_lr = [g["lr"] for g in optimizer.param_groups]
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=0.25
+        )
+    else:
+        raise CnnzooError(f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}")
+    return {"scheduler": sched, "interval": "step"}

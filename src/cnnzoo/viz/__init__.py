@@ -1,0 +1,1 @@
+"""Plots and drawings; imports nothing from the layers above it."""

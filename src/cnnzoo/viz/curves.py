@@ -1,0 +1,41 @@
+"""Training curves: loss and accuracy per epoch, train vs validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _series(rows: list[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
+    pts = [(r["epoch"], r[key]) for r in rows if r.get(key) not in (None, "")]
+    return [float(p[0]) for p in pts], [float(p[1]) for p in pts]
+
+
+def plot_training_curves(rows: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """Draw loss and accuracy per epoch from ``metrics.csv`` rows and save a PNG.
+
+    Returns:
+        The path written.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for split, style in (("train", "-o"), ("val", "-s")):
+            x, y = _series(rows, f"{split}/{metric}")
+            if x:
+                ax.plot(x, y, style, label=split, markersize=3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,131 @@
+"""``cnnzoo eval``: accuracy, a per-class table and the confusion matrix of a trained model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from cnnzoo.data.datamodule import ClassificationData
+from cnnzoo.errors import CnnzooError
+from cnnzoo.rundir import RunDir
+from cnnzoo.tasks.classification import ClassificationTask
+
+
+@dataclass
+class ClassReport:
+    """One row of the per-class table."""
+
+    name: str
+    support: int
+    recall: float  # per-class accuracy
+    precision: float
+
+
+@dataclass
+class EvalResult:
+    """What ``cnnzoo eval`` measured."""
+
+    accuracy: float
+    loss: float
+    per_class: list[ClassReport]
+    confusion: torch.Tensor
+    confusion_png: Path | None
+
+
+def per_class_report(confusion: torch.Tensor, class_names: list[str]) -> list[ClassReport]:
+    """Return support, recall and precision per class from a confusion matrix (true x pred)."""
+    c = confusion.double()
+    support = c.sum(1)
+    predicted = c.sum(0)
+    diag = c.diag()
+    return [
+        ClassReport(
+            name=name,
+            support=int(support[i]),
+            recall=float(diag[i] / support[i]) if support[i] else 0.0,
+            precision=float(diag[i] / predicted[i]) if predicted[i] else 0.0,
+        )
+        for i, name in enumerate(class_names)
+    ]
+
+
+def evaluate(
+    run_or_weights: str | Path,
+    data: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    batch_size: int = 256,
+    accelerator: str = "auto",
+    plot: bool = True,
+) -> EvalResult:
+    """Evaluate a run directory (or its ``model.safetensors``) on a dataset split.
+
+    Args:
+        data: dataset name or folder; defaults to the dataset the model was trained on.
+        split: "test" or "val".
+
+    Returns:
+        Accuracy, loss, the per-class table and the confusion matrix (and its PNG in the
+        run's ``plots/``).
+
+    Raises:
+        CnnzooError: for a path that is not a run, a dataset whose classes do not match the
+            model's, or a split the dataset does not have.
+    """
+    run = RunDir.open(run_or_weights)
+    model, spec = run.load_model()
+    trained_on = spec["data"]
+    data = data or trained_on["name"]
+    image_size = trained_on["image_size"][0]
+    dm = ClassificationData(
+        data,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        val_fraction=0.1 if split == "val" else 0.0,
+        augment=False,
+        resize_to=spec.get("resize_to"),
+        image_size=image_size,
+        channels=trained_on["in_channels"],
+    )
+    if not dm.has_split(split):
+        raise CnnzooError(f"dataset {data!r} has no {split!r} split")
+    names = dm.spec.class_names
+    if len(names) != len(trained_on["class_names"]):
+        raise CnnzooError(
+            f"{data!r} has {len(names)} classes but the model was trained on "
+            f"{len(trained_on['class_names'])} ({trained_on['name']})"
+        )
+    # The data module must normalise exactly as in training, whatever the source.
+    dm.spec.mean, dm.spec.std = tuple(trained_on["mean"]), tuple(trained_on["std"])
+    task = ClassificationTask(model, num_classes=len(names))
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    dm.eval_split = split
+    trainer.test(task, datamodule=dm, verbose=False)
+    confusion = task.last_confusion
+    assert confusion is not None
+    metrics = trainer.callback_metrics
+    png = None
+    if plot:
+        from cnnzoo.viz.confusion import plot_confusion_matrix
+
+        png = plot_confusion_matrix(
+            confusion, names, run.plots / f"confusion_{split}.png",
+            title=f"{spec['model']} on {data} ({split})",
+        )  # fmt: skip
+    return EvalResult(
+        accuracy=float(metrics["test/accuracy"]),
+        loss=float(metrics["test/loss"]),
+        per_class=per_class_report(confusion, names),
+        confusion=confusion,
+        confusion_png=png,
+    )

@@ -1,0 +1,288 @@
+"""``cnnzoo train``: a registered classifier on a dataset, with Lightning, into a run directory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from cnnzoo.data.datamodule import ClassificationData
+from cnnzoo.errors import CnnzooError
+from cnnzoo.models.base import count_params
+from cnnzoo.registry import create_model
+from cnnzoo.rundir import RunDir, atomic_write_text
+from cnnzoo.tasks.classification import ClassificationTask, NonFiniteLossError
+from cnnzoo.workflows.assemble import fit_model_to_data
+
+EPOCH_COLUMNS = (
+    "epoch", "step", "seconds", "lr", "train/loss", "train/accuracy", "val/loss", "val/accuracy",
+)  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``cnnzoo train`` can be told; saved as the run's ``config.yaml``."""
+
+    model: str
+    data: str = "fashion-mnist"
+    out: str = "runs/run"
+    data_dir: str | None = None
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    scheduler: str = "onecycle"
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    aux_weight: float = 0.3
+    augment: bool = True
+    val_fraction: float = 0.1
+    subset: int | None = None
+    image_size: int | None = None
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    precision: str = "32-true"
+    channels_last: bool = False
+    max_time_minutes: float | None = None
+    num_workers: int = 0
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run reports (also in ``metrics.json``)."""
+
+    run_dir: Path
+    metrics: dict[str, float]
+    seconds: float
+    epochs: int
+    params: int
+    confusion: torch.Tensor | None = None
+    class_names: list[str] = field(default_factory=list)
+
+
+class EpochTable(Callback):
+    """Write ``metrics.csv``: one row per epoch, rewritten atomically after each epoch."""
+
+    def __init__(self, path: Path, start: float) -> None:
+        self.path = path
+        self.start = start
+        self.rows: list[dict[str, Any]] = []
+        if path.is_file():  # resumed run: keep the epochs already done
+            self.rows = list(csv.DictReader(path.open()))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        row: dict[str, Any] = {
+            "epoch": trainer.current_epoch + 1,
+            "step": trainer.global_step,
+            "seconds": round(time.perf_counter() - self.start, 2),
+            "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else "",
+        }
+        for key in EPOCH_COLUMNS[4:]:
+            value = m.get(f"{key}_epoch", m.get(key))
+            row[key] = round(float(value), 6) if value is not None else ""
+        self.rows = [r for r in self.rows if int(r["epoch"]) != row["epoch"]] + [row]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=EPOCH_COLUMNS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
+
+
+def _strategy(cfg: TrainConfig) -> str:
+    multi = cfg.num_nodes > 1 or (isinstance(cfg.devices, int) and cfg.devices > 1)
+    return "ddp" if multi else "auto"
+
+
+def build_trainer(
+    cfg: TrainConfig, run: RunDir, callbacks: list[Callback], monitor: bool
+) -> L.Trainer:
+    """Return the Lightning Trainer for ``cfg`` writing into ``run``."""
+    ckpt = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename="best",
+        monitor="val/accuracy" if monitor else None,
+        mode="max",
+        save_last=True,
+        enable_version_counter=False,
+    )
+    max_time = {"minutes": cfg.max_time_minutes} if cfg.max_time_minutes is not None else None
+    return L.Trainer(
+        default_root_dir=run.path,
+        max_epochs=cfg.epochs,
+        max_time=max_time,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=_strategy(cfg),
+        sync_batchnorm=_strategy(cfg) == "ddp",
+        precision=cfg.precision,
+        callbacks=[ckpt, *callbacks],
+        logger=[
+            CSVLogger(run.logs, name="csv", version=""),
+            TensorBoardLogger(run.logs, name="tensorboard", version=""),
+        ],
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        use_distributed_sampler=False,  # GlobalBatchSampler shards the batches itself
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if monitor else 0,
+        log_every_n_steps=10,
+    )
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` and fill the run directory ``cfg.out``.
+
+    Returns:
+        The final metrics (``test/accuracy`` …), training seconds and the run directory.
+
+    Raises:
+        CnnzooError: for bad options or data, an existing run directory (without
+            ``overwrite``/``resume``), or a loss that became NaN (the message names the step
+            and the last good checkpoint).
+    """
+    if _rank() == 0:
+        run = RunDir.create(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume)
+    else:
+        run = RunDir(cfg.out)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.accelerator == "cpu" and isinstance(cfg.devices, int) and cfg.devices > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
+
+    data = ClassificationData(
+        cfg.data,
+        data_dir=cfg.data_dir,
+        batch_size=cfg.batch_size,
+        val_fraction=cfg.val_fraction,
+        augment=cfg.augment,
+        image_size=cfg.image_size,
+        subset=cfg.subset,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+    )
+    spec = data.spec
+    model_args, resize_to = fit_model_to_data(
+        cfg.model, spec.in_channels, spec.num_classes, spec.image_size[0], cfg.model_kwargs
+    )
+    data.resize_to = resize_to
+    model = create_model(cfg.model, **model_args)
+    task = ClassificationTask(
+        model,
+        num_classes=spec.num_classes,
+        loss=cfg.loss,
+        label_smoothing=cfg.label_smoothing,
+        aux_weight=cfg.aux_weight,
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        scheduler=cfg.scheduler,
+        channels_last=cfg.channels_last,
+    )
+    has_val = data.has_split("val")
+    start = time.perf_counter()
+    table = EpochTable(run.path / "metrics.csv", start)
+    trainer = build_trainer(cfg, run, [table], monitor=has_val)
+    if trainer.is_global_zero:
+        run.write_config(
+            {**asdict(cfg), "resolved": {"model_kwargs": model_args, "resize_to": resize_to,
+                                         "data": spec.to_dict()}}
+        )  # fmt: skip
+    try:
+        trainer.fit(
+            task,
+            datamodule=data,
+            ckpt_path=str(run.last_checkpoint) if cfg.resume else None,
+            weights_only=True if cfg.resume else None,
+        )
+    except NonFiniteLossError as err:
+        last = run.last_checkpoint
+        kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was saved yet"
+        raise CnnzooError(f"training stopped: {err}; {kept}") from None
+    seconds = time.perf_counter() - start
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    test = trainer.test(task, datamodule=data, verbose=False)[0]
+    metrics.update({k: float(v) for k, v in test.items()})
+    result = TrainResult(
+        run_dir=run.path,
+        metrics=metrics,
+        seconds=seconds,
+        epochs=trainer.current_epoch,
+        params=count_params(model),
+        confusion=task.last_confusion,
+        class_names=spec.class_names,
+    )
+    if trainer.is_global_zero:
+        write_outputs(run, cfg, result, model, model_args, resize_to, spec.to_dict(), table.rows)
+    return result
+
+
+def write_outputs(
+    run: RunDir,
+    cfg: TrainConfig,
+    result: TrainResult,
+    model: torch.nn.Module,
+    model_args: dict[str, Any],
+    resize_to: int | None,
+    data_spec: dict[str, Any],
+    rows: list[dict[str, Any]],
+) -> None:
+    """Write weights, spec, ``metrics.json`` and the plots of a finished run."""
+    from cnnzoo.viz.confusion import plot_confusion_matrix
+    from cnnzoo.viz.curves import plot_training_curves
+
+    run.save_model(
+        model,
+        {
+            "model": cfg.model,
+            "task": "classification",
+            "kwargs": model_args,
+            "resize_to": resize_to,
+            "data": data_spec,
+        },
+    )
+    run.write_json(
+        "metrics.json",
+        {
+            "model": cfg.model,
+            "task": "classification",
+            "dataset": cfg.data,
+            "epochs": result.epochs,
+            "seconds": round(result.seconds, 2),
+            "params": result.params,
+            "metrics": result.metrics,
+        },
+    )
+    if rows:
+        plot_training_curves(rows, run.plots / "curves.png", title=f"{cfg.model} on {cfg.data}")
+    if result.confusion is not None:
+        plot_confusion_matrix(
+            result.confusion, result.class_names, run.plots / "confusion.png",
+            title=f"{cfg.model}: test confusion matrix",
+        )  # fmt: skip

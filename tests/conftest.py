@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny training configurations and image folders written by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path: Path):
+    """Factory of a fast TrainConfig: the bundled mini set, a few hundred images, no progress."""
+    from cnnzoo.workflows.train import TrainConfig
+
+    def make(**overrides) -> TrainConfig:
+        base = dict(
+            model="convnet",
+            data="fashion-mnist-mini",
+            out=str(tmp_path / "run"),
+            epochs=1,
+            batch_size=32,
+            subset=128,
+            val_fraction=0.25,
+            model_kwargs={"widths": [8, 16], "hidden": 16},
+            progress=False,
+            accelerator="cpu",
+        )
+        base.update(overrides)
+        return TrainConfig(**base)
+
+    return make
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Three classes of 6 small RGB/gray/RGBA images each, of different sizes."""
+    root = tmp_path / "folder"
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(("cat", "dog", "owl")):
+        (root / name).mkdir(parents=True)
+        for i in range(6):
+            size = (20 + 4 * i, 24 + 2 * c)
+            arr = (rng.random((size[1], size[0], 3)) * 60 + 80 * c).astype(np.uint8)
+            img = Image.fromarray(arr)
+            if i % 3 == 1:
+                img = img.convert("L")
+            elif i % 3 == 2:
+                img = img.convert("RGBA")
+            img.save(root / name / f"{i}.png")
+    return root
