@@ -119,6 +119,12 @@ def test_torchvision_key_reads_like_the_paper() -> None:
     assert key("fc.bias") == "fc.bias"
 
 
+def test_weights_of_another_architecture_are_a_clear_error() -> None:
+    model = _shared("resnet18")
+    with pytest.raises(cnnzoo.CnnzooError, match=r"unexpected \['features"):
+        cnnzoo.load_torchvision_weights(model, {"features.0.weight": torch.zeros(1)})
+
+
 def test_cifar_resnet_refuses_torchvision_weights() -> None:
     model = cnnzoo.create_model("resnet20")
     with pytest.raises(cnnzoo.CnnzooError, match="no torchvision counterpart"):
@@ -131,8 +137,8 @@ def test_default_input_gives_one_logit_per_class(name: str) -> None:
     model = _shared(name)
     expected_classes = 1000 if info.input_size[1] == 224 else 10
     with torch.no_grad():
-        out = model.train()(torch.randn(2, *info.input_size))
-    assert out.shape == (2, expected_classes)
+        out = model.train()(torch.randn(1, *info.input_size))
+    assert out.shape == (1, expected_classes)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -141,8 +147,8 @@ def test_grayscale_28x28_input_with_ten_classes(name: str) -> None:
     options = {"small_input": True} if info.small_input else {}
     model = cnnzoo.create_model(name, num_classes=10, in_channels=1, **options)
     with torch.no_grad():
-        out = model(torch.randn(2, 1, 28, 28))
-    assert out.shape == (2, 10)
+        out = model(torch.randn(1, 1, 28, 28))
+    assert out.shape == (1, 10)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -163,3 +163,14 @@ def test_models_needing_larger_inputs_get_resized_batches(tiny_cfg):
                             val_fraction=0.0))  # fmt: skip
     spec = json.loads((result.run_dir / "model.json").read_text())
     assert spec["resize_to"] == 32
+
+
+def test_imagenet_resnets_use_their_small_input_stem_on_28px_images():
+    from cnnzoo.workflows.assemble import fit_model_to_data
+
+    args, resize = fit_model_to_data("resnet18", 1, 10, 28, {})
+    assert args["small_input"] is True and resize is None
+    args, resize = fit_model_to_data("resnet18", 3, 10, 224, {})
+    assert "small_input" not in args and resize is None
+    args, resize = fit_model_to_data("alexnet", 1, 10, 28, {})
+    assert resize == 63

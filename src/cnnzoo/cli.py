@@ -89,7 +89,7 @@ def info(
     kwargs: dict[str, Any] = {"in_channels": size[0]}
     if num_classes:
         kwargs["num_classes"] = num_classes
-    if size[1] < meta.min_input_size and meta.small_input:
+    if size[1] < meta.small_input_below and meta.small_input:
         kwargs["small_input"] = True
     if size[1] < meta.min_input_size and not kwargs.get("small_input"):
         raise CnnzooError(
@@ -247,8 +247,8 @@ def predict(
     from cnnzoo.workflows.predict import predict as run_predict
 
     for p in run_predict(run, images, topk=topk):
-        ranked = "  ".join(f"{c} {q:.3f}" for c, q in zip(p.classes, p.probs, strict=True))
-        console.print(f"{p.file}\t{ranked}", highlight=False, soft_wrap=True)
+        ranked = "\t".join(f"{c} {q:.3f}" for c, q in zip(p.classes, p.probs, strict=True))
+        typer.echo(f"{p.file}\t{ranked}")  # tab-separated: easy to read and to parse
 
 
 @app.command()

@@ -31,6 +31,9 @@ class ModelInfo:
         small_input: the builder takes ``small_input=True`` for a stem without early
             downsampling (28x28 or 32x32 images); when False, smaller images are resized
             up to ``min_input_size`` by the data pipeline.
+        small_input_below: images smaller than this use the small-input variant when there
+            is one (default: ``min_input_size``); ImageNet ResNets switch below 64 pixels,
+            where their 4x-downsampling stem would leave final maps of 2x2 or less.
         torchvision: the torchvision builder with the same architecture (parity oracle), if any.
         family: architecture family, e.g. ``"resnet"``.
         builder: the function that builds the model.
@@ -43,6 +46,7 @@ class ModelInfo:
     input_size: tuple[int, int, int]
     min_input_size: int
     small_input: bool
+    small_input_below: int
     torchvision: str | None
     family: str
     builder: Callable[..., nn.Module] = field(repr=False, compare=False)
@@ -59,6 +63,7 @@ def register_model(
     input_size: tuple[int, int, int] = (3, 224, 224),
     min_input_size: int = 32,
     small_input: bool = False,
+    small_input_below: int | None = None,
     torchvision: str | None = None,
     family: str = "",
     name: str | None = None,
@@ -86,6 +91,7 @@ def register_model(
             input_size=input_size,
             min_input_size=min_input_size,
             small_input=small_input,
+            small_input_below=min_input_size if small_input_below is None else small_input_below,
             torchvision=torchvision,
             family=family or key.rstrip("0123456789_bn"),
             builder=fn,

@@ -190,6 +190,11 @@ class RunDir:
             raise CnnzooError(f"{self.weights} does not fit {spec['model']}: {first}") from None
         return model.eval(), spec
 
+    def read_config(self) -> dict[str, Any]:
+        """Return the parsed ``config.yaml`` (empty when absent, e.g. a lone weights file)."""
+        path = self.path / "config.yaml"
+        return yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
+
     def read_metrics(self) -> dict[str, Any]:
         """Return the parsed ``metrics.json`` (empty when absent)."""
         path = self.path / "metrics.json"

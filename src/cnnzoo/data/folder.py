@@ -177,9 +177,11 @@ def image_folder_splits(
         return splits, classes
     if subdirs == {"train"}:
         path = path / "train"
-    if not 0.0 < val_fraction < 1.0:
-        raise CnnzooError(f"val_fraction {val_fraction} is out of range: expected 0 < f < 1")
+    if not 0.0 <= val_fraction < 1.0:
+        raise CnnzooError(f"val_fraction {val_fraction} is out of range: expected 0 <= f < 1")
     samples, classes = scan_image_folder(path)
+    if val_fraction == 0.0:
+        return {"train": samples}, classes
     rng = random.Random(seed)
     train: list[Sample] = []
     val: list[Sample] = []

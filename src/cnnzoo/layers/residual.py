@@ -104,7 +104,7 @@ class _ResidualBlock(nn.Module):
     def zero_init_last_bn(self) -> None:
         """Zero the last BN's scale so the block starts as the identity.
 
-        Not in the paper: Goyal et al., "Accurate, Large Minibatch SGD", 2017, Sec. 5.1,
+        Not in the paper: Goyal et al., "Accurate, Large Minibatch SGD", 2017,
         reported that it helps large-batch training (torchvision's ``zero_init_residual``).
         """
         nn.init.zeros_(self.last_bn.weight)

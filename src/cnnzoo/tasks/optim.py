@@ -64,8 +64,10 @@ def build_scheduler(
         CnnzooError: for an unknown name.
     """
     total_steps = max(1, total_steps)
-    if name == "none":
-        return None
+    if name not in SCHEDULERS:
+        raise CnnzooError(f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}")
+    if name == "none" or (name == "onecycle" and total_steps < 4):
+        return None  # a one-cycle needs a few steps for its warm-up and its annealing
     if name == "cosine":
         sched: Any = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     elif name == "step":
@@ -75,8 +77,7 @@ def build_scheduler(
     elif name == "onecycle":
         max_lr = [g["lr"] for g in optimizer.param_groups]
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=0.25
-        )
-    else:
-        raise CnnzooError(f"unknown scheduler {name!r}; expected one of {', '.join(SCHEDULERS)}")
+            optimizer, max_lr=max_lr, total_steps=total_steps,
+            pct_start=min(0.5, max(0.25, 2 / total_steps)),
+        )  # fmt: skip
     return {"scheduler": sched, "interval": "step"}

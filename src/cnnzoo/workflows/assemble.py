@@ -37,9 +37,8 @@ def fit_model_to_data(
             )
     args: dict[str, Any] = {**kwargs, "num_classes": num_classes, "in_channels": in_channels}
     resize_to = None
-    if image_size < info.min_input_size:
-        if info.small_input and "small_input" not in kwargs:
-            args["small_input"] = True
-        elif not args.get("small_input"):
-            resize_to = info.min_input_size
+    if info.small_input and "small_input" not in kwargs and image_size < info.small_input_below:
+        args["small_input"] = True
+    if image_size < info.min_input_size and not args.get("small_input"):
+        resize_to = info.min_input_size
     return args, resize_to

@@ -80,11 +80,15 @@ def evaluate(
     trained_on = spec["data"]
     data = data or trained_on["name"]
     image_size = trained_on["image_size"][0]
+    # The same held-out split as in training (same fraction and seed) when the data is the same.
+    config = run.read_config()
+    same = data == trained_on["name"]
     dm = ClassificationData(
         data,
         data_dir=data_dir,
         batch_size=batch_size,
-        val_fraction=0.1 if split == "val" else 0.0,
+        val_fraction=config.get("val_fraction", 0.1) if same else 0.1,
+        seed=config.get("seed", 0) if same else 0,
         augment=False,
         resize_to=spec.get("resize_to"),
         image_size=image_size,

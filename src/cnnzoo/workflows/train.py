@@ -118,6 +118,12 @@ def _strategy(cfg: TrainConfig) -> str:
     return "ddp" if multi else "auto"
 
 
+def _uses_gpu(cfg: TrainConfig) -> bool:
+    if cfg.accelerator in ("gpu", "cuda"):
+        return True
+    return cfg.accelerator == "auto" and torch.cuda.is_available()
+
+
 def build_trainer(
     cfg: TrainConfig, run: RunDir, callbacks: list[Callback], monitor: bool
 ) -> L.Trainer:
@@ -139,7 +145,8 @@ def build_trainer(
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=_strategy(cfg),
-        sync_batchnorm=_strategy(cfg) == "ddp",
+        # PyTorch's SyncBatchNorm is GPU-only: on CPU, DDP keeps per-process BN statistics.
+        sync_batchnorm=_strategy(cfg) == "ddp" and _uses_gpu(cfg),
         precision=cfg.precision,
         callbacks=[ckpt, *callbacks],
         logger=[
@@ -227,8 +234,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise CnnzooError(f"training stopped: {err}; {kept}") from None
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    test = trainer.test(task, datamodule=data, verbose=False)[0]
-    metrics.update({k: float(v) for k, v in test.items()})
+    if data.has_split("test"):
+        test = trainer.test(task, datamodule=data, verbose=False)[0]
+        metrics.update({k: float(v) for k, v in test.items()})
     result = TrainResult(
         run_dir=run.path,
         metrics=metrics,

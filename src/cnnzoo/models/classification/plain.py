@@ -28,6 +28,7 @@ def _register_imagenet() -> Callable[[Callable[..., nn.Module]], Callable[..., n
         input_size=(3, 224, 224),
         min_input_size=1,  # as resnet18/34
         small_input=True,
+        small_input_below=64,
         family="plain",
     )
 

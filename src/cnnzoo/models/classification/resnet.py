@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import BasicBlock, Bottleneck, ConvBnAct, ProjectionShortcut
 from cnnzoo.layers.residual import ShortcutLayer
 from cnnzoo.models.base import FeatureInfo, FeatureStage, ImageClassifier, init_weights_kaiming
@@ -67,7 +68,7 @@ class ResNet(ImageClassifier):
         if len(layers) != len(widths):
             raise ValueError(f"got {len(layers)} stage depths {layers} for widths {widths}")
         if zero_init_residual and not residual:
-            raise ValueError(
+            raise CnnzooError(
                 "zero_init_residual=True with residual=False would zero every block's output; "
                 "use it only with skip connections"
             )
@@ -129,7 +130,8 @@ class ResNet(ImageClassifier):
         """Map torchvision's ``conv1``/``bn1``/``layerN.i.*``/``fc`` keys to cnnzoo's.
 
         Examples: ``layer2.0.bn1.weight`` -> ``stages.1.0.conv1.bn.weight``;
-        ``layer2.0.downsample.0.weight`` -> ``stages.1.0.shortcut.conv.weight``.
+        ``layer2.0.downsample.0.weight`` -> ``stages.1.0.shortcut.conv.weight``. Keys of
+        another architecture come back unchanged, for the loader to report as unexpected.
         """
         if key.startswith("conv1."):
             return "stem.conv." + key.removeprefix("conv1.")
@@ -139,7 +141,7 @@ class ResNet(ImageClassifier):
             return key
         match = _TV_BLOCK_KEY.fullmatch(key)
         if match is None:
-            raise ValueError(f"unexpected torchvision ResNet key {key!r}")
+            return key
         stage, index, kind, number, rest = match.groups()
         prefix = f"stages.{int(stage) - 1}.{index}"
         if kind == "downsample.":
@@ -157,6 +159,7 @@ def _register(torchvision: str) -> Callable[[Callable[..., ResNet]], Callable[..
         input_size=(3, 224, 224),
         min_input_size=1,
         small_input=True,
+        small_input_below=64,
         torchvision=torchvision,
         family="resnet",
     )
