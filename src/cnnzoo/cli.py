@@ -123,6 +123,19 @@ def _parse_model_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _parse_classes(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, sep, hi = part.strip().partition("-")
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    except ValueError:
+        raise CnnzooError(f"--classes expects e.g. 0-4 or 5,7,9, got {text!r}") from None
+    return out
+
+
 def _print_metrics(title: str, metrics: dict[str, float], extra: dict[str, Any]) -> None:
     table = Table(title=title, show_header=False)
     for k, v in extra.items():
@@ -167,6 +180,17 @@ def train(
     model_arg: Annotated[
         list[str] | None, typer.Option(help="builder option key=value, repeatable")
     ] = None,
+    classes: Annotated[str | None, typer.Option(help="class subset, e.g. 0-4 or 5,7,9")] = None,
+    per_class: Annotated[int | None, typer.Option(help="labelled images per class")] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="start from a run, .safetensors or torchvision .pth")
+    ] = None,
+    strategy: Annotated[
+        str | None, typer.Option(help="fine-tuning: head, partial, full, gradual")
+    ] = None,
+    unfreeze: Annotated[int, typer.Option(help="partial: stages to unfreeze")] = 1,
+    backbone_lr_scale: Annotated[float, typer.Option(help="backbone lr = lr x this")] = 1.0,
+    unfreeze_every: Annotated[int, typer.Option(help="gradual: epochs per stage")] = 1,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -204,6 +228,13 @@ def train(
         max_time_minutes=max_time,
         num_workers=num_workers,
         model_kwargs=_parse_model_args(model_arg or []),
+        classes=_parse_classes(classes),
+        per_class=per_class,
+        weights=weights,
+        strategy=strategy,
+        unfreeze=unfreeze,
+        backbone_lr_scale=backbone_lr_scale,
+        unfreeze_every=unfreeze_every,
         resume=resume,
         overwrite=overwrite,
         progress=progress,
@@ -211,6 +242,73 @@ def train(
     result = run_train(cfg)
     extra = {"run": result.run_dir, "epochs": result.epochs, "seconds": f"{result.seconds:.1f}"}
     _print_metrics(f"{model} on {data}", result.metrics, extra)
+
+
+@app.command()
+@clear_errors
+def finetune(
+    source: Annotated[str, typer.Argument(help="source run directory or model.safetensors")],
+    data: Annotated[str, typer.Option(help="fashion-mnist, fashion-mnist-mini or a folder")] = (
+        "fashion-mnist"
+    ),
+    strategy: Annotated[str, typer.Option(help="head, partial, full, gradual")] = "full",
+    unfreeze: Annotated[int, typer.Option(help="partial: stages to unfreeze")] = 1,
+    backbone_lr_scale: Annotated[float, typer.Option(help="backbone lr = lr x this")] = 1.0,
+    unfreeze_every: Annotated[int, typer.Option(help="gradual: epochs per stage")] = 1,
+    out: Annotated[str | None, typer.Option(help="run directory")] = None,
+    data_dir: str | None = None,
+    classes: Annotated[str | None, typer.Option(help="class subset, e.g. 5-9")] = None,
+    per_class: Annotated[int | None, typer.Option(help="labelled images per class")] = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    optimizer: str = "sgd",
+    lr: float = 0.01,
+    weight_decay: float = 5e-4,
+    scheduler: str = "onecycle",
+    augment: bool = True,
+    val_fraction: float = 0.1,
+    image_size: int | None = None,
+    seed: int = 0,
+    accelerator: str = "auto",
+    devices: str = "1",
+    precision: str = "32-true",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> None:
+    """Fine-tune a trained model on new data: head, partial, full or gradual unfreezing."""
+    from cnnzoo.workflows.finetune import finetune as run_finetune
+    from cnnzoo.workflows.train import TrainConfig
+
+    cfg = TrainConfig(
+        model="",
+        data=data,
+        out=out or f"runs/finetune-{strategy}",
+        data_dir=data_dir,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        scheduler=scheduler,
+        augment=augment,
+        val_fraction=val_fraction,
+        image_size=image_size,
+        seed=seed,
+        accelerator=accelerator,
+        devices=int(devices) if devices.isdigit() else devices,
+        precision=precision,
+        classes=_parse_classes(classes),
+        per_class=per_class,
+        strategy=strategy,
+        unfreeze=unfreeze,
+        backbone_lr_scale=backbone_lr_scale,
+        unfreeze_every=unfreeze_every,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    result = run_finetune(source, cfg)
+    extra = {"run": result.run_dir, "strategy": strategy, "seconds": f"{result.seconds:.1f}"}
+    _print_metrics(f"fine-tuned on {data}", result.metrics, extra)
 
 
 @app.command("eval")
@@ -249,6 +347,37 @@ def predict(
     for p in run_predict(run, images, topk=topk):
         ranked = "\t".join(f"{c} {q:.3f}" for c, q in zip(p.classes, p.probs, strict=True))
         typer.echo(f"{p.file}\t{ranked}")  # tab-separated: easy to read and to parse
+
+
+@app.command()
+@clear_errors
+def experiment(
+    name: Annotated[str, typer.Argument(help="experiment name, or 'list'")],
+    quick: Annotated[bool, typer.Option(help="a few-minute version")] = False,
+    out: Annotated[str | None, typer.Option(help="output folder (must not exist)")] = None,
+) -> None:
+    """The lecture's claims, measured: `cnnzoo experiment list`, `cnnzoo experiment NAME`."""
+    from cnnzoo.experiments import list_experiments, run_experiment
+
+    if name == "list":
+        table = Table(title="cnnzoo experiments")
+        table.add_column("name")
+        table.add_column("what it measures")
+        for exp in list_experiments():
+            table.add_row(exp.name, exp.description)
+        console.print(table)
+        return
+    result = run_experiment(name, out=out, quick=quick)
+    table = Table(title=result.title)
+    for col in result.columns:
+        table.add_column(col)
+    for row in result.rows:
+        table.add_row(*(str(row.get(c, "")) for c in result.columns))
+    console.print(table)
+    if result.notes:
+        console.print(result.notes, highlight=False)
+    for fig in result.figures:
+        console.print(f"figure: {fig}")
 
 
 @app.command()

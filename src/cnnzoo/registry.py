@@ -7,11 +7,13 @@ in the way timm keeps metadata beside the model rather than inside it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 
@@ -138,6 +140,10 @@ def create_model(
     name: str,
     num_classes: int | None = None,
     in_channels: int | None = None,
+    *,
+    features_only: bool = False,
+    out_indices: Sequence[int] | None = None,
+    weights: str | Path | Mapping[str, Tensor] | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model by name.
@@ -146,16 +152,30 @@ def create_model(
         name: registry name (see :func:`list_models`).
         num_classes: number of output classes, where the model has a classifier.
         in_channels: number of input image channels (1 for Fashion-MNIST, 3 for RGB).
+        features_only: return a backbone whose ``forward`` gives the list of stage feature
+            maps (a :class:`~cnnzoo.models.features.FeatureExtractor`, head removed).
+        out_indices: with ``features_only``, the stages to return, as indices into the
+            model's ``feature_info`` (negative from the deepest); default: every stage.
+        weights: a run directory, a ``.safetensors`` file or a torchvision ``.pth`` state
+            dict to start from (see :func:`~cnnzoo.models.weights.load_weights`): another
+            ``num_classes`` keeps a fresh head, another ``in_channels`` adapts the first
+            convolution.
         **kwargs: builder-specific options, e.g. ``small_input=True``, ``aux_logits=False``.
 
     Returns:
-        The model, in training mode, with randomly initialised weights.
+        The model, in training mode, with random weights unless ``weights`` is given.
 
     Raises:
-        CnnzooError: for an unknown name or an option the builder does not take.
+        CnnzooError: for an unknown name, an option the builder does not take, bad
+            ``out_indices``, or weights that do not fit the architecture.
     """
     info = model_info(name)
+    if out_indices is not None and not features_only:
+        raise CnnzooError("out_indices selects feature maps: pass features_only=True with it")
     args: dict[str, Any] = dict(info.defaults)
+    # A backbone needs no auxiliary classifiers (GoogLeNet's): build it without them.
+    if features_only and "aux_logits" in inspect.signature(info.builder).parameters:
+        args["aux_logits"] = False
     if num_classes is not None:
         args["num_classes"] = num_classes
     if in_channels is not None:
@@ -175,4 +195,19 @@ def create_model(
         raise CnnzooError(f"model {name!r} does not accept these options: {err}") from None
     model.model_name = name  # type: ignore[assignment]
     model.model_kwargs = {k: v for k, v in args.items()}  # type: ignore[assignment]
+    if weights is not None:
+        from cnnzoo.models.weights import load_weights
+
+        load_weights(model, weights)
+    if features_only:
+        from cnnzoo.models.features import FeatureExtractor
+
+        probe = max(info.input_size[1], info.min_input_size)
+        model = FeatureExtractor(model, out_indices, probe_size=probe)
+        model.model_name = name  # type: ignore[assignment]
+        model.model_kwargs = {  # type: ignore[assignment]
+            **args,
+            "features_only": True,
+            "out_indices": list(model.out_indices),
+        }
     return model

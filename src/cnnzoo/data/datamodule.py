@@ -105,6 +105,45 @@ def _split_off(
     return InMemoryImages(images[train], labels[train]), InMemoryImages(images[val], labels[val])
 
 
+def select_classes(
+    images: Tensor,
+    labels: Tensor,
+    classes: list[int] | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+) -> tuple[Tensor, Tensor]:
+    """Keep only ``classes`` (relabelled 0..k-1 in the given order) and ``per_class`` samples each.
+
+    The ``per_class`` samples are drawn with ``seed``, so a labelled subset is reproducible.
+
+    Returns:
+        The selected images and their new labels.
+
+    Raises:
+        CnnzooError: for a class index that is not in the labels, or too few samples.
+    """
+    if classes is not None:
+        present = set(labels.unique().tolist())
+        missing = [c for c in classes if c not in present]
+        if missing:
+            raise CnnzooError(f"classes {missing} are not in the data (it has {sorted(present)})")
+        remap = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
+        remap[torch.as_tensor(classes)] = torch.arange(len(classes))
+        keep = remap[labels] >= 0
+        images, labels = images[keep], remap[labels[keep]]
+    if per_class is not None:
+        g = torch.Generator().manual_seed(seed)
+        chosen = []
+        for c in labels.unique().tolist():
+            idx = (labels == c).nonzero().flatten()
+            if len(idx) < per_class:
+                raise CnnzooError(f"class {c} has {len(idx)} samples, fewer than {per_class}")
+            chosen.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+        order = torch.cat(chosen).sort().values
+        images, labels = images[order], labels[order]
+    return images, labels
+
+
 class ClassificationData(L.LightningDataModule):
     """Train/val/test loaders for a classification dataset named by ``data``.
 
@@ -119,6 +158,8 @@ class ClassificationData(L.LightningDataModule):
         image_size: image-folder images are resized to this size when loaded (default 224).
         channels: image-folder channel count (default: 3).
         subset: keep only the first N training samples (quick runs, tests).
+        classes: keep only these class indices, relabelled 0..k-1 (in-memory datasets).
+        per_class: keep this many labelled training images per class, drawn with ``seed``.
         seed: seed of the split and of the shuffling.
         num_workers: DataLoader worker processes for image folders (decoding).
 
@@ -140,8 +181,12 @@ class ClassificationData(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         download: bool = True,
+        classes: list[int] | None = None,
+        per_class: int | None = None,
     ) -> None:
         super().__init__()
+        self.classes = classes
+        self.per_class = per_class
         self.data = data
         self.data_dir = data_dir
         self.batch_size = batch_size
@@ -161,6 +206,11 @@ class ClassificationData(L.LightningDataModule):
     def _load(self, image_size: int | None, channels: int | None) -> DatasetSpec:
         if self.data in FASHION_MNIST_NAMES:
             return self._load_fashion_mnist()
+        if self.classes is not None or self.per_class is not None:
+            raise CnnzooError(
+                "--classes/--per-class apply to fashion-mnist; for an image folder, "
+                "arrange the class sub-folders you want instead"
+            )
         root = Path(self.data).expanduser()
         if not root.exists():
             raise CnnzooError(
@@ -182,16 +232,17 @@ class ClassificationData(L.LightningDataModule):
         else:
             train = load_fashion_mnist("train", self.data_dir, download=self.download)
             test = load_fashion_mnist("test", self.data_dir, download=self.download)
-        images, labels = train
+        images, labels = select_classes(*train, self.classes, self.per_class, self.seed)
         if self.subset:
             images, labels = images[: self.subset], labels[: self.subset]
         self.splits["train"], val = _split_off(images, labels, self.val_fraction, self.seed)
         if val is not None:
             self.splits["val"] = val
-        self.splits["test"] = InMemoryImages(*test)
+        self.splits["test"] = InMemoryImages(*select_classes(*test, self.classes))
+        names = list(FASHION_MNIST_CLASSES)
         return DatasetSpec(
             name=self.data,
-            class_names=list(FASHION_MNIST_CLASSES),
+            class_names=[names[c] for c in self.classes] if self.classes else names,
             in_channels=1,
             image_size=(28, 28),
             mean=(0.2860,),

@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.base import AuxOutput
+from cnnzoo.tasks.finetune import HEAD, parameter_stages
 from cnnzoo.tasks.optim import build_optimizer, build_scheduler, param_groups
 
 LOSSES = ("cross_entropy", "nll", "kl")
@@ -73,6 +74,8 @@ class ClassificationTask(L.LightningModule):
         optimizer, lr, momentum, nesterov, weight_decay: see :mod:`cnnzoo.tasks.optim`.
         scheduler: "cosine", "step", "onecycle" or "none", stepped every batch.
         channels_last: keep activations NHWC (faster convolutions on CPU and GPU).
+        backbone_lr_scale: learning-rate factor for every parameter outside the head
+            (fine-tuning with discriminative learning rates).
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class ClassificationTask(L.LightningModule):
         weight_decay: float = 5e-4,
         scheduler: str = "onecycle",
         channels_last: bool = False,
+        backbone_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -155,14 +159,20 @@ class ClassificationTask(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
+        lr_scale = None
+        if hp.backbone_lr_scale != 1.0:
+            stages = parameter_stages(self.model)
+            lr_scale = {n: hp.backbone_lr_scale for n, s in stages.items() if s != HEAD}
         optimizer = build_optimizer(
             hp.optimizer,
-            param_groups(self.model, hp.weight_decay),
+            param_groups(self.model, hp.weight_decay, hp.lr, lr_scale),
             lr=hp.lr,
             momentum=hp.momentum,
             nesterov=hp.nesterov,
             weight_decay=hp.weight_decay,
         )
+        if hp.scheduler == "none":
+            return optimizer
         scheduler = build_scheduler(
             hp.scheduler, optimizer, int(self.trainer.estimated_stepping_batches)
         )

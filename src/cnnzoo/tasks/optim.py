@@ -14,15 +14,28 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("cosine", "step", "onecycle", "none")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Split parameters so biases and norm weights (1-D tensors) get no weight decay."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    lr: float,
+    lr_scale: dict[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Group parameters: no weight decay for biases and norm weights (1-D tensors), and a
+    learning rate of ``lr * lr_scale[name]`` per parameter name (1 when absent).
+
+    Frozen parameters are included: they are skipped while their ``grad`` is None, and start
+    learning as soon as they are unfrozen (gradual unfreezing).
+
+    Returns:
+        Optimiser parameter groups (empty groups left out).
+    """
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        scale = (lr_scale or {}).get(name, 1.0)
+        groups.setdefault((p.ndim > 1, scale), []).append(p)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": ps, "weight_decay": weight_decay if decays else 0.0, "lr": lr * scale}
+        for (decays, scale), ps in groups.items()
     ]
 
 

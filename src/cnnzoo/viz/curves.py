@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from cnnzoo.viz.figure import save_figure
 
 
 def _series(rows: list[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
@@ -33,9 +32,4 @@ def plot_training_curves(rows: list[dict[str, float]], path: str | Path, title: 
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

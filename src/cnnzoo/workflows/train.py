@@ -21,6 +21,7 @@ from cnnzoo.models.base import count_params
 from cnnzoo.registry import create_model
 from cnnzoo.rundir import RunDir, atomic_write_text
 from cnnzoo.tasks.classification import ClassificationTask, NonFiniteLossError
+from cnnzoo.tasks.finetune import FineTunePlan, FineTuning, apply_plan
 from cnnzoo.workflows.assemble import fit_model_to_data
 
 EPOCH_COLUMNS = (
@@ -60,6 +61,13 @@ class TrainConfig:
     max_time_minutes: float | None = None
     num_workers: int = 0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    classes: list[int] | None = None
+    per_class: int | None = None
+    weights: str | None = None
+    strategy: str | None = None
+    unfreeze: int = 1
+    backbone_lr_scale: float = 1.0
+    unfreeze_every: int = 1
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
@@ -191,13 +199,21 @@ def train(cfg: TrainConfig) -> TrainResult:
         subset=cfg.subset,
         seed=cfg.seed,
         num_workers=cfg.num_workers,
+        classes=cfg.classes,
+        per_class=cfg.per_class,
     )
     spec = data.spec
     model_args, resize_to = fit_model_to_data(
         cfg.model, spec.in_channels, spec.num_classes, spec.image_size[0], cfg.model_kwargs
     )
     data.resize_to = resize_to
-    model = create_model(cfg.model, **model_args)
+    model = create_model(cfg.model, weights=cfg.weights, **model_args)
+    callbacks: list[Callback] = []
+    trainable = None
+    if cfg.strategy is not None:
+        plan = FineTunePlan(cfg.strategy, cfg.unfreeze, cfg.backbone_lr_scale, cfg.unfreeze_every)
+        trainable = apply_plan(model, plan)
+        callbacks.append(FineTuning(plan, model))
     task = ClassificationTask(
         model,
         num_classes=spec.num_classes,
@@ -211,11 +227,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         weight_decay=cfg.weight_decay,
         scheduler=cfg.scheduler,
         channels_last=cfg.channels_last,
+        backbone_lr_scale=cfg.backbone_lr_scale,
     )
     has_val = data.has_split("val")
     start = time.perf_counter()
     table = EpochTable(run.path / "metrics.csv", start)
-    trainer = build_trainer(cfg, run, [table], monitor=has_val)
+    trainer = build_trainer(cfg, run, [table, *callbacks], monitor=has_val)
+    if trainer.is_global_zero and trainable is not None:
+        run.write_json("trainable.json", trainable.to_dict())
     if trainer.is_global_zero:
         run.write_config(
             {**asdict(cfg), "resolved": {"model_kwargs": model_args, "resize_to": resize_to,
@@ -294,3 +313,38 @@ def write_outputs(
             result.confusion, result.class_names, run.plots / "confusion.png",
             title=f"{cfg.model}: test confusion matrix",
         )  # fmt: skip
+
+
+def fit_and_test(
+    task: ClassificationTask,
+    data: ClassificationData,
+    max_steps: int,
+    precision: str = "32-true",
+    callbacks: list[Callback] | None = None,
+    accelerator: str = "auto",
+) -> dict[str, float]:
+    """Train ``task`` for ``max_steps`` optimisation steps and return its test metrics.
+
+    A lean loop for experiments that run many small trainings: no run directory, no
+    checkpoints, no logger, no progress bar. Tiny datasets simply repeat over many epochs.
+
+    Returns:
+        The test metrics, e.g. ``{"test/accuracy": ..., "test/loss": ...}``.
+    """
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        accelerator=accelerator,
+        devices=1,
+        precision=precision,
+        callbacks=callbacks or [],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(task, datamodule=data)
+    return {k: float(v) for k, v in trainer.test(task, datamodule=data, verbose=False)[0].items()}
