@@ -174,3 +174,21 @@ def test_imagenet_resnets_use_their_small_input_stem_on_28px_images():
     assert "small_input" not in args and resize is None
     args, resize = fit_model_to_data("alexnet", 1, 10, 28, {})
     assert resize == 63
+
+
+def test_torchvision_weights_via_the_weights_option(tiny_cfg, tmp_path):
+    import torchvision
+
+    tv = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18-tv.pth"
+    torch.save(tv.state_dict(), path)
+    result = train(tiny_cfg(model="resnet18", model_kwargs={}, weights=str(path), epochs=0,
+                            subset=16, val_fraction=0.0))  # fmt: skip
+    spec = json.loads((result.run_dir / "model.json").read_text())
+    assert spec["resize_to"] == 64  # the ImageNet stem is kept; 28 px images are upsampled
+    saved = load_file(str(result.run_dir / "model.safetensors"))
+    tv_state = tv.state_dict()
+    assert torch.equal(saved["stages.1.0.conv1.conv.weight"], tv_state["layer2.0.conv1.weight"])
+    # 3 -> 1 input channel: the first convolution's kernels are summed over RGB
+    assert torch.allclose(saved["stem.conv.weight"], tv_state["conv1.weight"].sum(1, keepdim=True))
+    assert saved["fc.weight"].shape == (10, 512)  # fresh 10-class head

@@ -136,6 +136,21 @@ def _parse_classes(text: str | None) -> list[int] | None:
     return out
 
 
+def _train_config(values: dict[str, Any], **overrides: Any) -> Any:
+    """Build a TrainConfig from a command's parameters (those that are TrainConfig fields)."""
+    from dataclasses import fields
+
+    from cnnzoo.workflows.train import TrainConfig
+
+    names = {f.name for f in fields(TrainConfig)}
+    args = {k: v for k, v in values.items() if k in names}
+    devices = str(args.get("devices", "1"))
+    args["devices"] = int(devices) if devices.isdigit() else devices
+    args["classes"] = _parse_classes(args.get("classes"))
+    args.update(overrides)
+    return TrainConfig(**args)
+
+
 def _print_metrics(title: str, metrics: dict[str, float], extra: dict[str, Any]) -> None:
     table = Table(title=title, show_header=False)
     for k, v in extra.items():
@@ -196,48 +211,13 @@ def train(
     progress: bool = True,
 ) -> None:
     """Train a classifier; writes a run directory (config, weights, metrics, plots)."""
-    from cnnzoo.workflows.train import TrainConfig
     from cnnzoo.workflows.train import train as run_train
 
-    cfg = TrainConfig(
-        model=model,
-        data=data,
+    cfg = _train_config(
+        locals(),
         out=out or f"runs/{model}",
-        data_dir=data_dir,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        momentum=momentum,
-        nesterov=nesterov,
-        weight_decay=weight_decay,
-        scheduler=scheduler,
-        loss=loss,
-        label_smoothing=label_smoothing,
-        aux_weight=aux_weight,
-        augment=augment,
-        val_fraction=val_fraction,
-        subset=subset,
-        image_size=image_size,
-        seed=seed,
-        accelerator=accelerator,
-        devices=int(devices) if devices.isdigit() else devices,
-        num_nodes=num_nodes,
-        precision=precision,
-        channels_last=channels_last,
         max_time_minutes=max_time,
-        num_workers=num_workers,
         model_kwargs=_parse_model_args(model_arg or []),
-        classes=_parse_classes(classes),
-        per_class=per_class,
-        weights=weights,
-        strategy=strategy,
-        unfreeze=unfreeze,
-        backbone_lr_scale=backbone_lr_scale,
-        unfreeze_every=unfreeze_every,
-        resume=resume,
-        overwrite=overwrite,
-        progress=progress,
     )
     result = run_train(cfg)
     extra = {"run": result.run_dir, "epochs": result.epochs, "seconds": f"{result.seconds:.1f}"}
@@ -277,35 +257,8 @@ def finetune(
 ) -> None:
     """Fine-tune a trained model on new data: head, partial, full or gradual unfreezing."""
     from cnnzoo.workflows.finetune import finetune as run_finetune
-    from cnnzoo.workflows.train import TrainConfig
 
-    cfg = TrainConfig(
-        model="",
-        data=data,
-        out=out or f"runs/finetune-{strategy}",
-        data_dir=data_dir,
-        epochs=epochs,
-        batch_size=batch_size,
-        optimizer=optimizer,
-        lr=lr,
-        weight_decay=weight_decay,
-        scheduler=scheduler,
-        augment=augment,
-        val_fraction=val_fraction,
-        image_size=image_size,
-        seed=seed,
-        accelerator=accelerator,
-        devices=int(devices) if devices.isdigit() else devices,
-        precision=precision,
-        classes=_parse_classes(classes),
-        per_class=per_class,
-        strategy=strategy,
-        unfreeze=unfreeze,
-        backbone_lr_scale=backbone_lr_scale,
-        unfreeze_every=unfreeze_every,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    cfg = _train_config(locals(), model="", out=out or f"runs/finetune-{strategy}")
     result = run_finetune(source, cfg)
     extra = {"run": result.run_dir, "strategy": strategy, "seconds": f"{result.seconds:.1f}"}
     _print_metrics(f"fine-tuned on {data}", result.metrics, extra)

@@ -12,6 +12,7 @@ a real subset) ships inside the package for tests and quick demos.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import http.client
@@ -374,7 +375,17 @@ def load_fashion_mnist(
     labels_path = _idx_file(folder, labels_stem)
     if images_path is None or labels_path is None:  # removed since the lookup
         raise CnnzooError(f"Fashion-MNIST {split} files vanished from {folder}; {INSTALL_HINT}")
-    return _load_pair(images_path, labels_path)
+    stamp = (images_path.stat().st_mtime_ns, labels_path.stat().st_mtime_ns)
+    images, labels = _load_pair_cached(str(images_path), str(labels_path), stamp)
+    return images.clone(), labels.clone()
+
+
+@functools.lru_cache(maxsize=4)
+def _load_pair_cached(
+    images_path: str, labels_path: str, stamp: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # Experiments build many small trainings in one process: decode each file once.
+    return _load_pair(Path(images_path), Path(labels_path))
 
 
 def load_fashion_mnist_mini(split: str) -> tuple[torch.Tensor, torch.Tensor]:

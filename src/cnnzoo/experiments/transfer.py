@@ -40,8 +40,8 @@ class TransferSettings:
     model: str = "resnet20"
     sizes: tuple[int, ...] = (10, 50, 250, 1000)
     seeds: tuple[int, ...] = (0, 1, 2)
-    source_steps: int = 1000
-    target_steps: int = 200
+    source_steps: int = 600
+    target_steps: int = 150
     batch_size: int = 64
     lr: float = 0.05
     backbone_lr_scale: float = 0.1

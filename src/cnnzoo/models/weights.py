@@ -10,8 +10,8 @@ Lightning checkpoint) or torchvision's (a ``.pth`` state dict, renamed through t
   gray: summed over the input channels) or repeated and rescaled (gray -> RGB), so that an
   image whose channels are all equal gives the same output as before.
 
-Everything else must fit exactly; a file is never unpickled (``torch.load(...,
-weights_only=True)`` or safetensors).
+Everything else must fit exactly. A file is never unpickled: safetensors, or torch's
+loader restricted to tensors (``weights_only=True``).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from cnnzoo.data.datamodule import ClassificationData
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.classification import ClassificationTask
+from cnnzoo.workflows.assemble import flush_denormals
 
 
 @dataclass
@@ -75,6 +76,7 @@ def evaluate(
         CnnzooError: for a path that is not a run, a dataset whose classes do not match the
             model's, or a split the dataset does not have.
     """
+    flush_denormals()
     run = RunDir.open(run_or_weights)
     model, spec = run.load_model()
     trained_on = spec["data"]

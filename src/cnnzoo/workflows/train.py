@@ -22,7 +22,7 @@ from cnnzoo.registry import create_model
 from cnnzoo.rundir import RunDir, atomic_write_text
 from cnnzoo.tasks.classification import ClassificationTask, NonFiniteLossError
 from cnnzoo.tasks.finetune import FineTunePlan, FineTuning, apply_plan
-from cnnzoo.workflows.assemble import fit_model_to_data
+from cnnzoo.workflows.assemble import fit_model_to_data, flush_denormals
 
 EPOCH_COLUMNS = (
     "epoch", "step", "seconds", "lr", "train/loss", "train/accuracy", "val/loss", "val/accuracy",
@@ -186,6 +186,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     else:
         run = RunDir(cfg.out)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    flush_denormals()
     if cfg.accelerator == "cpu" and isinstance(cfg.devices, int) and cfg.devices > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
 
@@ -204,7 +205,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     )
     spec = data.spec
     model_args, resize_to = fit_model_to_data(
-        cfg.model, spec.in_channels, spec.num_classes, spec.image_size[0], cfg.model_kwargs
+        cfg.model,
+        spec.in_channels,
+        spec.num_classes,
+        spec.image_size[0],
+        cfg.model_kwargs,
+        pretrained=cfg.weights is not None,
     )
     data.resize_to = resize_to
     model = create_model(cfg.model, weights=cfg.weights, **model_args)
@@ -331,6 +337,7 @@ def fit_and_test(
     Returns:
         The test metrics, e.g. ``{"test/accuracy": ..., "test/loss": ...}``.
     """
+    flush_denormals()
     trainer = L.Trainer(
         max_steps=max_steps,
         max_epochs=-1,
