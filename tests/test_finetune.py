@@ -136,3 +136,21 @@ def test_finetune_workflow_records_trainable_parameters(tiny_cfg, tmp_path):
     for key, value in src.items():
         if not key.startswith("fc."):
             assert torch.equal(tgt.state_dict()[key], value), key
+
+
+def test_gradual_unfreezing_opens_one_stage_per_epoch():
+    model = cnnzoo.create_model("resnet20", num_classes=5, in_channels=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = FineTunePlan("gradual", unfreeze_every=1)
+    callback = FineTuning(plan, model)
+    apply_plan(model, plan)
+    data = _mini(per_class=8)  # 40 images, batch 16: 3 steps per epoch
+    fit_and_test(ClassificationTask(model, num_classes=5, lr=0.01, scheduler="none"), data,
+                 max_steps=6, callbacks=[callback])  # fmt: skip
+    assert [sorted(s for s, on in r.stages.items() if on) for r in callback.history] == [
+        ["head"],
+        ["head", "stage3"],
+    ]
+    after = model.state_dict()
+    changed = {_top(k) for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"stages.2", "fc"}  # stage3 = stages.2 learned in epoch 2 only
