@@ -193,9 +193,6 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         """Return the parsed ``config.yaml`` (empty when absent, e.g. a lone weights file)."""
         path = self.path / "config.yaml"
-        return yaml.safe_load(path.read_text()) or {} if path.is_file() else {}
-
-    def read_metrics(self) -> dict[str, Any]:
-        """Return the parsed ``metrics.json`` (empty when absent)."""
-        path = self.path / "metrics.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        return yaml.safe_load(path.read_text()) or {}
