@@ -2,6 +2,7 @@
 
 from cnnzoo.layers.conv import ConvBnAct
 from cnnzoo.layers.inception import Inception
+from cnnzoo.layers.pyramid import PyramidPooling
 from cnnzoo.layers.residual import BasicBlock, Bottleneck, ProjectionShortcut, ZeroPadShortcut
 
 __all__ = [
@@ -10,5 +11,6 @@ __all__ = [
     "ConvBnAct",
     "Inception",
     "ProjectionShortcut",
+    "PyramidPooling",
     "ZeroPadShortcut",
 ]

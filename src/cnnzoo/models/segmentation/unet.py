@@ -1,0 +1,149 @@
+"""U-Net: a contracting path, an expanding path, and skip connections that concatenate.
+
+Ronneberger, Fischer & Brox, "U-Net: Convolutional Networks for Biomedical Image
+Segmentation", MICCAI 2015 (Fig. 1). Each level of the contracting path is two 3x3
+convolutions + ReLU and a 2x2/2 max-pool that doubles the channels (64 -> 1024 over four
+levels); each level of the expanding path is a 2x2 "up-convolution" that halves the
+channels, a concatenation with the matching contracting map, and two 3x3 convolutions.
+A 1x1 convolution maps the 64 channels to the classes.
+
+Departures, both usual in re-implementations:
+
+* 'same' padding: the paper's convolutions are unpadded ("valid"), so the output is smaller
+  than the input (388x388 from 572x572) and the skip maps are cropped; here every 3x3
+  convolution is padded, the skip maps fit as they are and the output has the input's size.
+  To make odd sizes fit, the input is zero-padded on the bottom and right to a multiple of
+  ``2 ** depth`` and the logits are cropped back.
+* batch norm after every convolution (the paper predates its wide use).
+* the up-convolution is selectable: ``"transposed"`` is the paper's 2x2/2 transposed
+  convolution; ``"bilinear"`` / ``"nearest"`` interpolate then halve the channels with a 1x1
+  convolution.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from cnnzoo.errors import CnnzooError
+from cnnzoo.layers import ConvBnAct
+from cnnzoo.layers.upsample import UPSAMPLE_MODES, Upsample
+from cnnzoo.models.base import init_weights_kaiming
+from cnnzoo.models.segmentation.encdec import pad_to_multiple
+from cnnzoo.registry import register_model
+
+RONNEBERGER_2015 = (
+    "Ronneberger, Fischer & Brox, U-Net: Convolutional Networks for Biomedical Image "
+    "Segmentation, MICCAI 2015"
+)
+
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 conv-BN-ReLU ('same' padding), the unit of both paths of Fig. 1."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            ConvBnAct(in_channels, out_channels), ConvBnAct(out_channels, out_channels)
+        )
+
+
+class UpConv(nn.Module):
+    """x2 upsampling that halves the channels: the paper's 2x2 up-convolution, or
+    interpolation (:class:`~cnnzoo.layers.upsample.Upsample`) followed by a 1x1 convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "transposed") -> None:
+        super().__init__()
+        if mode == "transposed":
+            self.up: nn.Module = nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
+            self.proj: nn.Module = nn.Identity()
+        else:
+            self.up = Upsample(in_channels, 2, mode)
+            self.proj = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.up(x))
+
+
+class UNetUp(nn.Module):
+    """One level of the expanding path: up-convolution, concatenate the skip, DoubleConv."""
+
+    def __init__(self, in_channels: int, out_channels: int, mode: str = "transposed") -> None:
+        super().__init__()
+        self.up = UpConv(in_channels, out_channels, mode)
+        self.conv = DoubleConv(2 * out_channels, out_channels)
+
+    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+        return self.conv(torch.cat([skip, self.up(x)], dim=1))
+
+
+class UNet(nn.Module):
+    """U-Net of Fig. 1 with 'same' convolutions.
+
+    Args:
+        num_classes: classes predicted per pixel.
+        in_channels: input image channels.
+        width: channels of the first level (64 in the paper); level i has ``width * 2**i``.
+        depth: number of down (and up) levels (4 in the paper).
+        upsample: ``"transposed"`` (the paper's), ``"bilinear"`` or ``"nearest"``.
+
+    Raises:
+        CnnzooError: for an unknown upsampling mode or a depth below 1.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 21,
+        in_channels: int = 3,
+        width: int = 64,
+        depth: int = 4,
+        upsample: str = "transposed",
+    ) -> None:
+        super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise CnnzooError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLE_MODES}")
+        if depth < 1:
+            raise CnnzooError(f"depth must be at least 1, got {depth}")
+        self.num_classes = num_classes
+        self.depth = depth
+        widths = [width * 2**i for i in range(depth + 1)]
+        self.inc = DoubleConv(in_channels, widths[0])
+        self.down = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1]))
+            for i in range(depth)
+        )
+        self.up = nn.ModuleList(
+            UNetUp(widths[i + 1], widths[i], upsample) for i in reversed(range(depth))
+        )
+        self.classifier = nn.Conv2d(widths[0], num_classes, 1)
+        init_weights_kaiming(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Return per-pixel logits (N, num_classes, H, W) at the input's size."""
+        h, w = x.shape[-2:]
+        x = self.inc(pad_to_multiple(x, 2**self.depth))
+        skips = [x]
+        for down in self.down:
+            x = down(x)
+            skips.append(x)
+        skips.pop()  # the bottom of the U is not a skip
+        for up in self.up:
+            x = up(x, skips.pop())
+        return self.classifier(x)[..., :h, :w]
+
+
+@register_model(
+    task="segmentation",
+    paper=RONNEBERGER_2015,
+    input_size=(3, 128, 128),
+    min_input_size=1,
+    family="unet",
+)
+def unet(
+    num_classes: int = 21,
+    in_channels: int = 3,
+    width: int = 64,
+    depth: int = 4,
+    upsample: str = "transposed",
+) -> UNet:
+    """U-Net (Fig. 1) with 'same' padding: 4 levels, 64-1024 channels, skip concatenation."""
+    return UNet(num_classes, in_channels, width, depth, upsample)
