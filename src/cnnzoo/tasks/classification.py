@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.base import AuxOutput
 from cnnzoo.tasks.finetune import HEAD, parameter_stages
-from cnnzoo.tasks.optim import build_optimizer, build_scheduler, param_groups
+from cnnzoo.tasks.optim import optimizer_config
 
 LOSSES = ("cross_entropy", "nll", "kl")
 
@@ -163,19 +163,6 @@ class ClassificationTask(L.LightningModule):
         if hp.backbone_lr_scale != 1.0:
             stages = parameter_stages(self.model)
             lr_scale = {n: hp.backbone_lr_scale for n, s in stages.items() if s != HEAD}
-        optimizer = build_optimizer(
-            hp.optimizer,
-            param_groups(self.model, hp.weight_decay, hp.lr, lr_scale),
-            lr=hp.lr,
-            momentum=hp.momentum,
-            nesterov=hp.nesterov,
-            weight_decay=hp.weight_decay,
+        return optimizer_config(
+            self.model, hp, lambda: int(self.trainer.estimated_stepping_batches), lr_scale
         )
-        if hp.scheduler == "none":
-            return optimizer
-        scheduler = build_scheduler(
-            hp.scheduler, optimizer, int(self.trainer.estimated_stepping_batches)
-        )
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}

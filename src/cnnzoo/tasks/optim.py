@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -94,3 +94,28 @@ def build_scheduler(
             pct_start=min(0.5, max(0.25, 2 / total_steps)),
         )  # fmt: skip
     return {"scheduler": sched, "interval": "step"}
+
+
+def optimizer_config(
+    model: nn.Module,
+    hparams: Any,
+    total_steps: Callable[[], int],
+    lr_scale: dict[str, float] | None = None,
+) -> Any:
+    """Return what a LightningModule's ``configure_optimizers`` returns for these hparams.
+
+    ``hparams`` carries optimizer, lr, momentum, nesterov, weight_decay and scheduler;
+    ``total_steps`` is called only when a schedule needs the run's length.
+    """
+    optimizer = build_optimizer(
+        hparams.optimizer,
+        param_groups(model, hparams.weight_decay, hparams.lr, lr_scale),
+        lr=hparams.lr,
+        momentum=hparams.momentum,
+        nesterov=hparams.nesterov,
+        weight_decay=hparams.weight_decay,
+    )
+    if hparams.scheduler == "none":
+        return optimizer
+    scheduler = build_scheduler(hparams.scheduler, optimizer, total_steps())
+    return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
