@@ -154,7 +154,9 @@ def load_mask(path: str | os.PathLike[str]) -> torch.Tensor:
     return torch.from_numpy(array).to(torch.int64)
 
 
-def _check_pair_size(image: torch.Tensor, mask: torch.Tensor, image_path: Path, mask_path: Path):
+def _check_pair_size(
+    image: torch.Tensor, mask: torch.Tensor, image_path: Path, mask_path: Path
+) -> None:
     if tuple(image.shape[-2:]) != tuple(mask.shape):
         h, w = image.shape[-2:]
         mh, mw = mask.shape
