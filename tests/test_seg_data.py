@@ -9,18 +9,19 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnzoo.data.segmentation import (
+from cnnzoo.data.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_ID_TO_TRAIN_ID,
-    IGNORE_INDEX,
-    VOC_CLASSES,
     CityscapesSegmentation,
+)
+from cnnzoo.data.segmentation import (
+    IGNORE_INDEX,
     MaskFolderDataset,
-    VOCSegmentation,
     joint_transform,
     load_mask,
     parse_seg_data,
 )
+from cnnzoo.data.voc import VOC_CLASSES, VOCSegmentation
 from cnnzoo.errors import CnnzooError
 
 
