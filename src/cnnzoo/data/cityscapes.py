@@ -11,8 +11,7 @@ import torch
 from cnnzoo.data.segmentation import (
     IGNORE_INDEX,
     JointTransform,
-    _check_channels,
-    _SegDataset,
+    SegmentationDataset,
     load_mask,
 )
 from cnnzoo.errors import CnnzooError
@@ -60,7 +59,7 @@ _CS_IMAGE_SUFFIX = "_leftImg8bit.png"
 _CS_MASK_SUFFIX = "_gtFine_labelIds.png"
 
 
-class CityscapesSegmentation(_SegDataset):
+class CityscapesSegmentation(SegmentationDataset):
     """Cityscapes fine annotations, mapped to the 19 train classes (all other ids -> 255).
 
     ::
@@ -90,10 +89,7 @@ class CityscapesSegmentation(_SegDataset):
         channels: int = 3,
         transform: JointTransform | None = None,
     ) -> None:
-        self.channels = _check_channels(channels)
-        self.class_names = list(CITYSCAPES_CLASSES)
-        self.num_classes = len(CITYSCAPES_CLASSES)
-        self.transform = transform
+        super().__init__(channels, CITYSCAPES_CLASSES, len(CITYSCAPES_CLASSES), transform)
         self.root = Path(root).expanduser()
         self.split = split
         images_root = self.root / "leftImg8bit"

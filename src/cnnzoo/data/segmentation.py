@@ -114,15 +114,27 @@ def _check_labels(mask: torch.Tensor, num_classes: int | None, mask_path: Path) 
         )
 
 
-class _SegDataset(Dataset[SegSample]):
-    """Shared item logic: ``pairs`` of (image path, mask path), decoded lazily."""
+class SegmentationDataset(Dataset[SegSample]):
+    """Base of every format: ``pairs`` of (image path, mask path), decoded lazily.
+
+    Subclasses fill ``pairs``; this class holds the channels, class names, transform and
+    the per-item decoding and checks.
+    """
 
     ignore_index: int = IGNORE_INDEX
-    class_names: list[str]
     pairs: list[tuple[Path, Path]]
-    channels: int = 3
-    num_classes: int | None = None
-    transform: JointTransform | None = None
+
+    def __init__(
+        self,
+        channels: int,
+        class_names: Sequence[str],
+        num_classes: int | None,
+        transform: JointTransform | None,
+    ) -> None:
+        self.channels = _check_channels(channels)
+        self.class_names = list(class_names)
+        self.num_classes = num_classes
+        self.transform = transform
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -174,7 +186,7 @@ def _files_by_stem(folder: Path, extensions: tuple[str, ...], what: str) -> dict
     return found
 
 
-class MaskFolderDataset(_SegDataset):
+class MaskFolderDataset(SegmentationDataset):
     """Your own segmentation data: an image folder and a mask folder paired by file stem.
 
     ::
@@ -216,7 +228,6 @@ class MaskFolderDataset(_SegDataset):
         class_names: Sequence[str] | None = None,
         transform: JointTransform | None = None,
     ) -> None:
-        self.channels = _check_channels(channels)
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
             raise CnnzooError(f"num_classes={num_classes!r} is invalid: expected an int >= 1")
         if class_names is not None:
@@ -226,12 +237,10 @@ class MaskFolderDataset(_SegDataset):
                     "expected one name per class"
                 )
             num_classes = len(class_names)
-        self.num_classes = num_classes
-        if class_names is not None:
-            self.class_names = list(class_names)
-        else:
-            self.class_names = [str(i) for i in range(num_classes or 0)]
-        self.transform = transform
+        names = (
+            class_names if class_names is not None else [str(i) for i in range(num_classes or 0)]
+        )
+        super().__init__(channels, names, num_classes, transform)
         self.images_dir = Path(images_dir).expanduser()
         self.masks_dir = Path(masks_dir).expanduser()
         images = _files_by_stem(self.images_dir, IMAGE_EXTENSIONS, "image")

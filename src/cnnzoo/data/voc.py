@@ -8,8 +8,7 @@ from pathlib import Path
 
 from cnnzoo.data.segmentation import (
     JointTransform,
-    _check_channels,
-    _SegDataset,
+    SegmentationDataset,
 )
 from cnnzoo.errors import CnnzooError
 
@@ -48,7 +47,7 @@ def _voc_root(root: Path) -> Path:
     )
 
 
-class VOCSegmentation(_SegDataset):
+class VOCSegmentation(SegmentationDataset):
     """Pascal VOC 2012 semantic segmentation (21 classes: background + 20; 255 = void).
 
     ::
@@ -77,10 +76,7 @@ class VOCSegmentation(_SegDataset):
         channels: int = 3,
         transform: JointTransform | None = None,
     ) -> None:
-        self.channels = _check_channels(channels)
-        self.class_names = list(VOC_CLASSES)
-        self.num_classes = len(VOC_CLASSES)
-        self.transform = transform
+        super().__init__(channels, VOC_CLASSES, len(VOC_CLASSES), transform)
         path = Path(root).expanduser()
         if not path.is_dir():
             raise CnnzooError(f"VOC root {path} does not exist or is not a folder")

@@ -15,7 +15,7 @@ Dilated backbones are a follow-up; until then no ``dilated`` option is offered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
@@ -99,18 +99,13 @@ class PSPNet(nn.Module):
         return AuxOutput(logits, (aux,))
 
 
-def _register_pspnet(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    return register_model(
-        task="segmentation",
-        paper=ZHAO_2017,
-        input_size=(3, 128, 128),
-        min_input_size=32,
-        family="pspnet",
-        name=name,
-    )
-
-
-@_register_pspnet("pspnet")
+@register_model(
+    task="segmentation",
+    paper=ZHAO_2017,
+    input_size=(3, 128, 128),
+    min_input_size=32,
+    family="pspnet",
+)
 def pspnet(
     num_classes: int = 21,
     in_channels: int = 3,
