@@ -17,7 +17,7 @@ NUM_CLASSES = 5
 
 # Tiny variants of every model: same architecture, small widths.
 TINY: dict[str, dict[str, Any]] = {
-    "encdec": {"backbone": "convnet", "backbone_kwargs": {"widths": (8, 16)}, "min_width": 8},
+    "encdec": {"backbone": "convnet", "widths": (8, 16), "min_width": 8},
     "fullres_fcn": {"depth": 3, "width": 8},
     "segnet": {"widths": (4, 8, 8, 8, 8), "depths": (1, 1, 2, 2, 2)},
     "unet": {"width": 4},

@@ -158,11 +158,6 @@ def test_pspnet_without_aux_returns_plain_logits_in_training() -> None:
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 5, 64, 64)
 
 
-def test_pspnet_has_no_dilated_option_yet() -> None:
-    with pytest.raises(CnnzooError):
-        cnnzoo.create_model("pspnet", dilated=True)
-
-
 @pytest.mark.parametrize("name", [*FCNS, "pspnet"])
 def test_a_few_training_steps_lower_the_loss(name: str) -> None:
     model = _build(name).train()

@@ -8,7 +8,12 @@ import torch.nn.functional as F
 
 import cnnzoo
 from cnnzoo.models.base import AuxOutput
-from cnnzoo.tasks.segmentation import SegmentationTask, dice_loss, segmentation_loss
+from cnnzoo.tasks.segmentation import (
+    SegmentationTask,
+    dice_loss,
+    iou_from_confusion,
+    segmentation_loss,
+)
 
 TARGET = torch.tensor([[[0, 1, 255], [2, 2, 1]]])  # (1, 2, 3), one ignored pixel
 LOGITS = torch.randn(1, 3, 2, 3, generator=torch.Generator().manual_seed(0))
@@ -49,10 +54,19 @@ def test_miou_and_pixel_accuracy_on_a_known_prediction():
 
     task = SegmentationTask(Fixed(), num_classes=3)
     task._evaluate((torch.zeros(1, 3, 2, 3), TARGET), "test")
-    iou = task.test_iou.compute()
+    confusion = task.test_confusion.compute()
+    iou = iou_from_confusion(confusion)
     # class 0: 1/1; class 1: 0 (2 true pixels, never predicted); class 2: 2 of 4 predicted
     torch.testing.assert_close(iou, torch.tensor([1.0, 0.0, 0.5]))
-    assert task.test_pixel_acc.compute().item() == pytest.approx(3 / 5)
+    assert (confusion.diagonal().sum() / confusion.sum()).item() == pytest.approx(3 / 5)
+
+
+def test_a_class_absent_from_labels_and_predictions_has_no_iou():
+    confusion = torch.tensor([[3, 1, 0], [0, 2, 0], [0, 0, 0]])
+    iou = iou_from_confusion(confusion)
+    assert iou[:2].tolist() == pytest.approx([3 / 4, 2 / 3])
+    assert torch.isnan(iou[2])
+    assert iou.nanmean().item() == pytest.approx((3 / 4 + 2 / 3) / 2)
 
 
 def test_a_few_steps_lower_the_loss_of_fcn8s():

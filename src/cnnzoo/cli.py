@@ -160,26 +160,49 @@ def _print_metrics(title: str, metrics: dict[str, float], extra: dict[str, Any])
     console.print(table)
 
 
+DATA_HELP = (
+    "classification: fashion-mnist, fashion-mnist-mini or an image folder; "
+    "segmentation: scenes, voc:PATH, cityscapes:PATH or masks:PATH"
+)
+
+
+def _parse_floats(text: str | None, option: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise CnnzooError(f"{option} expects numbers separated by commas, got {text!r}") from None
+
+
 @app.command()
 @clear_errors
 def train(
     model: Annotated[str, typer.Argument(help="registered model name (see `cnnzoo models`)")],
-    data: Annotated[str, typer.Option(help="fashion-mnist, fashion-mnist-mini or a folder")] = (
-        "fashion-mnist"
-    ),
+    data: Annotated[str, typer.Option(help=DATA_HELP)] = "fashion-mnist",
     out: Annotated[str | None, typer.Option(help="run directory (default runs/MODEL)")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="where Fashion-MNIST lives")] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="where Fashion-MNIST is, or scenes are generated")
+    ] = None,
     epochs: int = 10,
-    batch_size: int = 128,
-    optimizer: Annotated[str, typer.Option(help="sgd, adam, adamw")] = "sgd",
-    lr: float = 0.05,
+    batch_size: Annotated[
+        int | None, typer.Option(help="default 128 (classification), 16 (segmentation)")
+    ] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="sgd, adam, adamw (default sgd; segmentation adamw)")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="default 0.05 (sgd); segmentation 0.002 (adamw)")
+    ] = None,
     momentum: float = 0.9,
     nesterov: bool = True,
-    weight_decay: float = 5e-4,
+    weight_decay: Annotated[float | None, typer.Option(help="default 5e-4; seg. 1e-4")] = None,
     scheduler: Annotated[str, typer.Option(help="onecycle, cosine, step, none")] = "onecycle",
     loss: Annotated[str, typer.Option(help="cross_entropy, nll, kl")] = "cross_entropy",
     label_smoothing: float = 0.0,
-    aux_weight: Annotated[float, typer.Option(help="auxiliary classifier weight")] = 0.3,
+    aux_weight: Annotated[
+        float | None, typer.Option(help="auxiliary head weight (default 0.3; PSPNet 0.4)")
+    ] = None,
     augment: bool = True,
     val_fraction: float = 0.1,
     subset: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
@@ -206,11 +229,27 @@ def train(
     unfreeze: Annotated[int, typer.Option(help="partial: stages to unfreeze")] = 1,
     backbone_lr_scale: Annotated[float, typer.Option(help="backbone lr = lr x this")] = 1.0,
     unfreeze_every: Annotated[int, typer.Option(help="gradual: epochs per stage")] = 1,
+    backbone: Annotated[
+        str | None, typer.Option(help="segmentation: encoder, e.g. resnet18, vgg16_bn")
+    ] = None,
+    backbone_weights: Annotated[
+        str | None, typer.Option(help="segmentation: encoder weights (a classification run)")
+    ] = None,
+    input_size: Annotated[
+        tuple[int, int] | None, typer.Option(help="segmentation: resize images to H W")
+    ] = None,
+    dice_weight: Annotated[float, typer.Option(help="segmentation: + this x Dice loss")] = 0.0,
+    class_weights: Annotated[
+        str | None, typer.Option(help="segmentation: cross-entropy weight per class, a,b,...")
+    ] = None,
+    snapshots: Annotated[
+        int, typer.Option(help="segmentation: validation images drawn per epoch")
+    ] = 4,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
 ) -> None:
-    """Train a classifier; writes a run directory (config, weights, metrics, plots)."""
+    """Train a model; writes a run directory (config, weights, metrics, plots)."""
     from cnnzoo.workflows.train import train as run_train
 
     cfg = _train_config(
@@ -218,6 +257,8 @@ def train(
         out=out or f"runs/{model}",
         max_time_minutes=max_time,
         model_kwargs=_parse_model_args(model_arg or []),
+        input_size=list(input_size) if input_size else None,
+        class_weights=_parse_floats(class_weights, "--class-weights"),
     )
     result = run_train(cfg)
     extra = {"run": result.run_dir, "epochs": result.epochs, "seconds": f"{result.seconds:.1f}"}
@@ -264,6 +305,12 @@ def finetune(
     _print_metrics(f"fine-tuned on {data}", result.metrics, extra)
 
 
+def _run_task(run: str) -> str:
+    from cnnzoo.rundir import RunDir
+
+    return RunDir.open(run).read_spec().get("task", "classification")
+
+
 @app.command("eval")
 @clear_errors
 def eval_(
@@ -271,12 +318,16 @@ def eval_(
     data: Annotated[str | None, typer.Option(help="default: the training dataset")] = None,
     data_dir: str | None = None,
     split: str = "test",
-    batch_size: int = 256,
+    batch_size: Annotated[int | None, typer.Option(help="default 256; segmentation 16")] = None,
 ) -> None:
-    """Accuracy, per-class table and confusion matrix of a trained model."""
+    """Classification: accuracy, per-class table, confusion matrix. Segmentation: mIoU,
+    pixel accuracy, per-class IoU table, overlays."""
+    if _run_task(run) == "segmentation":
+        _eval_segmentation(run, data, data_dir, split, batch_size or 16)
+        return
     from cnnzoo.workflows.evaluate import evaluate
 
-    result = evaluate(run, data=data, data_dir=data_dir, split=split, batch_size=batch_size)
+    result = evaluate(run, data=data, data_dir=data_dir, split=split, batch_size=batch_size or 256)
     table = Table(title=f"accuracy {result.accuracy:.4f}  loss {result.loss:.4f}  ({split})")
     for col in ("class", "support", "accuracy (recall)", "precision"):
         table.add_column(col, justify="left" if col == "class" else "right")
@@ -287,14 +338,50 @@ def eval_(
         console.print(f"confusion matrix: {result.confusion_png}")
 
 
+def _eval_segmentation(
+    run: str, data: str | None, data_dir: str | None, split: str, batch_size: int
+) -> None:
+    from cnnzoo.workflows.seg_evaluate import evaluate_segmentation
+
+    result = evaluate_segmentation(run, data, data_dir, split, batch_size)
+    title = (
+        f"mIoU {result.miou:.4f}  pixel accuracy {result.pixel_accuracy:.4f}  "
+        f"loss {result.loss:.4f}  ({split})"
+    )
+    table = Table(title=title)
+    for col in ("class", "IoU", "pixels", "pixel accuracy"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for row in result.per_class:
+        iou = "-" if row.iou is None else f"{row.iou:.4f}"
+        acc = "-" if row.accuracy is None else f"{row.accuracy:.4f}"
+        table.add_row(row.name, iou, f"{row.pixels:,}", acc)
+    console.print(table)
+    for png in result.pngs:
+        console.print(f"figure: {png}")
+
+
 @app.command()
 @clear_errors
 def predict(
     run: Annotated[str, typer.Argument(help="run directory or model.safetensors")],
     images: Annotated[list[str], typer.Argument(help="image files")],
-    topk: int = 3,
+    topk: Annotated[int, typer.Option(help="classification: classes shown")] = 3,
+    out: Annotated[
+        str | None, typer.Option(help="segmentation: output folder (default: RUN/predictions)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="segmentation: replace outputs")] = False,
 ) -> None:
-    """One line per image: file, top-k class names with probabilities."""
+    """Classification: file, top-k classes with probabilities. Segmentation: a label PNG and
+    a colour overlay PNG per image, and the classes by area."""
+    if _run_task(run) == "segmentation":
+        from cnnzoo.rundir import RunDir
+        from cnnzoo.workflows.seg_predict import predict_segmentation
+
+        folder = out or str(RunDir.open(run).path / "predictions")
+        for p in predict_segmentation(run, images, folder, overwrite=overwrite):
+            areas = "\t".join(f"{c} {a:.3f}" for c, a in list(p.areas.items())[:topk])
+            typer.echo(f"{p.file}\t{p.label_png}\t{p.overlay_png}\t{areas}")
+        return
     from cnnzoo.workflows.predict import predict as run_predict
 
     for p in run_predict(run, images, topk=topk):

@@ -97,6 +97,15 @@ class RunDir:
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         return run
 
+    def discard_if_empty(self) -> None:
+        """Remove the directory when it holds nothing but the empty folders ``create`` made
+        (a run that failed before it wrote anything); never removes a file."""
+        for folder in (self.plots, self.checkpoints, self.path):
+            try:
+                folder.rmdir()  # only succeeds for an empty folder
+            except OSError:
+                return
+
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
         """Open an existing run directory, or the folder of a ``model.safetensors`` file.

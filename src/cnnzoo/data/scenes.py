@@ -10,6 +10,7 @@ The generator writes, once, in ordinary formats::
     out_dir/images/{split}/{id:05d}.png          RGB scene
     out_dir/masks/{split}/{id:05d}.png           mode "L" label map (0 background, 1..10 items)
     out_dir/annotations/instances_{split}.json   COCO boxes of the visible part of each item
+    out_dir/classes.txt                          class names, one per line (label = line number)
     out_dir/meta.json                            seed and settings (written last)
     out_dir/README.txt                           a human-readable summary
 
@@ -161,7 +162,7 @@ def _load_items(
 
 
 def _expected_files(root: Path, settings: dict[str, Any]) -> list[Path]:
-    files = [root / META_FILE, root / "README.txt"]
+    files = [root / META_FILE, root / "README.txt", root / "classes.txt"]
     for split in SCENE_SPLITS:
         files.append(root / "annotations" / f"instances_{split}.json")
         for i in range(settings[f"n_{split}"]):
@@ -267,6 +268,7 @@ def generate_scenes(
         f"settings: {json.dumps(settings, sort_keys=True)}\n"
     )
     atomic_write_text(root / "README.txt", readme)
+    atomic_write_text(root / "classes.txt", "\n".join(SCENE_CLASSES) + "\n")
     meta = {"dataset": "cnnzoo-scenes", "classes": SCENE_CLASSES, "settings": settings}
     atomic_write_text(root / META_FILE, json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return root

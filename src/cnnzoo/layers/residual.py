@@ -8,6 +8,11 @@ the residual-versus-plain comparison differs in the skip connection only.
 Shortcuts where the shape changes (Sec. 3.3): option A pads the identity with zero channels
 (:class:`ZeroPadShortcut`, used for CIFAR, Sec. 4.2); option B projects it with a strided
 1x1 convolution (:class:`ProjectionShortcut`, used for ImageNet, as torchvision does).
+
+``dilation`` spaces the taps of the blocks' 3x3 convolutions (padding = dilation, so the
+spatial size only depends on the stride): dilated ResNets (Yu, Koltun, Funkhouser, "Dilated
+Residual Networks", CVPR 2017; PSPNet, DeepLab) trade a stage's stride for dilation to keep
+resolution without shrinking the receptive field. 1x1 convolutions are never dilated.
 """
 
 from __future__ import annotations
@@ -56,6 +61,23 @@ class ZeroPadShortcut(nn.Module):
 
     def extra_repr(self) -> str:
         return f"extra_channels={self.extra_channels}, stride={self.stride}"
+
+
+def _conv3x3(
+    in_channels: int,
+    out_channels: int,
+    stride: int,
+    dilation: int,
+    act_layer: Callable[[], nn.Module] | None = nn.ReLU,
+) -> ConvBnAct:
+    """Return a 3x3 conv-BN(-act) with ``dilation``; padding = dilation keeps 'same' size."""
+    if dilation < 1:
+        raise ValueError(f"dilation must be a positive integer, got {dilation!r}")
+    layer = ConvBnAct(in_channels, out_channels, 3, stride, padding=dilation, act_layer=act_layer)
+    # ConvBnAct takes no dilation; Conv2d reads the attribute on every forward (and in its
+    # repr), so setting it gives exactly nn.Conv2d(..., padding=dilation, dilation=dilation).
+    layer.conv.dilation = (dilation, dilation)
+    return layer
 
 
 class _ResidualBlock(nn.Module):
@@ -127,6 +149,7 @@ class BasicBlock(_ResidualBlock):
         shortcut_layer: builds the shortcut when the shape changes (option A or B).
         zero_init_residual: start with the last BN's scale at zero (see
             :meth:`zero_init_last_bn`).
+        dilation: dilation (and padding) of both 3x3 convolutions; 1 is the paper's block.
     """
 
     expansion = 1
@@ -139,11 +162,12 @@ class BasicBlock(_ResidualBlock):
         residual: bool = True,
         shortcut_layer: ShortcutLayer = ProjectionShortcut,
         zero_init_residual: bool = False,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         out_channels = channels * self.expansion
-        self.conv1 = ConvBnAct(in_channels, channels, 3, stride)
-        self.conv2 = ConvBnAct(channels, out_channels, 3, act_layer=None)
+        self.conv1 = _conv3x3(in_channels, channels, stride, dilation)
+        self.conv2 = _conv3x3(channels, out_channels, 1, dilation, act_layer=None)
         self._finish(
             in_channels, out_channels, stride, residual, shortcut_layer, zero_init_residual
         )
@@ -167,6 +191,7 @@ class Bottleneck(_ResidualBlock):
         residual: add the shortcut; False builds the plain block.
         shortcut_layer: builds the shortcut when the shape changes (option A or B).
         zero_init_residual: start with the last BN's scale at zero.
+        dilation: dilation (and padding) of the 3x3 convolution; 1 is the paper's block.
     """
 
     expansion = 4
@@ -179,6 +204,7 @@ class Bottleneck(_ResidualBlock):
         residual: bool = True,
         shortcut_layer: ShortcutLayer = ProjectionShortcut,
         zero_init_residual: bool = False,
+        dilation: int = 1,
     ) -> None:
         super().__init__()
         out_channels = channels * self.expansion
@@ -186,7 +212,7 @@ class Bottleneck(_ResidualBlock):
         # "ResNet v1.5": the stride sits on the 3x3 convolution, not on the first 1x1 as in
         # the paper (Sec. 3.4). A strided 1x1 discards 3/4 of its input; moving the stride
         # gains ~0.5 % top-1 (torchvision, NVIDIA's ResNet50 v1.5) at slightly more MACs.
-        self.conv2 = ConvBnAct(channels, channels, 3, stride)
+        self.conv2 = _conv3x3(channels, channels, stride, dilation)
         self.conv3 = ConvBnAct(channels, out_channels, 1, act_layer=None)
         self._finish(
             in_channels, out_channels, stride, residual, shortcut_layer, zero_init_residual

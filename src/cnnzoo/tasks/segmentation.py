@@ -4,7 +4,7 @@ The lecture: "Semantic segmentation -> per-pixel classification -> we can use si
 functions" — the cross-entropy of classification, averaged over every labelled pixel (255 =
 ignore), optionally class-weighted, optionally plus a soft Dice loss. PSPNet's auxiliary head
 adds its loss at weight 0.4 (Zhao et al. 2017, sec. 3.3). Metrics: mean IoU, per-class IoU
-and pixel accuracy (torchmetrics), logged as ``val/miou``, ``test/miou``, …
+and pixel accuracy, from one torchmetrics confusion matrix, logged as ``val/miou``, ``test/miou``, …
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
+from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnnzoo.models.base import AuxOutput
 from cnnzoo.tasks.classification import NonFiniteLossError
@@ -55,6 +55,18 @@ def segmentation_loss(
     return loss
 
 
+def iou_from_confusion(confusion: Tensor) -> Tensor:
+    """Return the IoU of each class from a (true, predicted) pixel confusion matrix.
+
+    IoU = TP / (TP + FP + FN); a class that is neither in the labels nor predicted has no
+    IoU (NaN), so mean IoU is ``nanmean`` over the classes that occur (as in mmsegmentation).
+    """
+    confusion = confusion.double()
+    tp = confusion.diagonal()
+    union = confusion.sum(0) + confusion.sum(1) - tp
+    return (tp / union).where(union > 0, torch.nan).float()
+
+
 class SegmentationTask(L.LightningModule):
     """Train and evaluate any registered segmentation model.
 
@@ -65,6 +77,10 @@ class SegmentationTask(L.LightningModule):
         dice_weight: weight of the Dice loss added to the cross-entropy (0: none).
         aux_weight: weight of auxiliary heads' losses (PSPNet: 0.4).
         optimizer, lr, momentum, nesterov, weight_decay, scheduler: as for classification.
+        channels_last: keep activations NHWC (faster convolutions on CPU and GPU).
+
+    Attributes:
+        last_iou: per-class IoU of the last validation or test epoch (CPU tensor).
     """
 
     def __init__(
@@ -80,21 +96,23 @@ class SegmentationTask(L.LightningModule):
         nesterov: bool = True,
         weight_decay: float = 1e-4,
         scheduler: str = "onecycle",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
-        self.model = model
+        self.model = model.to(memory_format=torch.channels_last) if channels_last else model
         weights = torch.tensor(class_weights, dtype=torch.float) if class_weights else None
         self.register_buffer("class_weights", weights, persistent=False)
-        for split in ("val", "test"):
-            setattr(self, f"{split}_iou", MulticlassJaccardIndex(
-                num_classes, average="none", ignore_index=IGNORE_INDEX))  # fmt: skip
-            setattr(self, f"{split}_pixel_acc", MulticlassAccuracy(
-                num_classes, average="micro", ignore_index=IGNORE_INDEX))  # fmt: skip
+        self.val_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, ignore_index=IGNORE_INDEX)
         self.last_iou: Tensor | None = None
+        self.last_confusion: Tensor | None = None
+
+    def _input(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.model(x)
+        out = self.model(self._input(x))
         return out.logits if isinstance(out, AuxOutput) else out
 
     def _loss(self, out: Tensor | AuxOutput, y: Tensor) -> Tensor:
@@ -108,7 +126,7 @@ class SegmentationTask(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss = self._loss(self.model(x), y)
+        loss = self._loss(self.model(self._input(x)), y)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(self.global_step, self.current_epoch, loss.item())
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
@@ -118,18 +136,19 @@ class SegmentationTask(L.LightningModule):
         x, y = batch
         logits = self(x)
         loss = segmentation_loss(logits, y, self.class_weights, self.hparams.dice_weight)
-        preds = logits.argmax(1)
-        getattr(self, f"{split}_iou").update(preds, y)
-        getattr(self, f"{split}_pixel_acc").update(preds, y)
+        getattr(self, f"{split}_confusion").update(logits.argmax(1), y)
         self.log(f"{split}/loss", loss, sync_dist=True)
 
     def _log_epoch(self, split: str) -> None:
-        iou = getattr(self, f"{split}_iou").compute()
-        self.log(f"{split}/miou", iou.mean())
-        self.log(f"{split}/pixel_accuracy", getattr(self, f"{split}_pixel_acc").compute())
-        getattr(self, f"{split}_iou").reset()
-        getattr(self, f"{split}_pixel_acc").reset()
-        self.last_iou = iou.cpu()
+        metric = getattr(self, f"{split}_confusion")
+        confusion = metric.compute()
+        metric.reset()
+        iou = iou_from_confusion(confusion)
+        self.log(f"{split}/miou", iou.nanmean(), prog_bar=True)
+        self.log(
+            f"{split}/pixel_accuracy", confusion.diagonal().sum() / confusion.sum().clamp(min=1)
+        )
+        self.last_iou, self.last_confusion = iou.cpu(), confusion.cpu()
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")

@@ -1,4 +1,4 @@
-"""Training curves: loss and accuracy per epoch, train vs validation."""
+"""Training curves: loss and a quality metric per epoch, train vs validation."""
 
 from __future__ import annotations
 
@@ -14,20 +14,23 @@ def _series(rows: list[dict[str, float]], key: str) -> tuple[list[float], list[f
     return [float(p[0]) for p in pts], [float(p[1]) for p in pts]
 
 
-def plot_training_curves(rows: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Draw loss and accuracy per epoch from ``metrics.csv`` rows and save a PNG.
+def plot_training_curves(
+    rows: list[dict[str, float]], path: str | Path, title: str = "", metric: str = "accuracy"
+) -> Path:
+    """Draw the loss and ``metric`` (e.g. accuracy, miou) per epoch from ``metrics.csv`` rows
+    and save a PNG.
 
     Returns:
         The path written.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+    for ax, name in zip(axes, ("loss", metric), strict=True):
         for split, style in (("train", "-o"), ("val", "-s")):
-            x, y = _series(rows, f"{split}/{metric}")
+            x, y = _series(rows, f"{split}/{name}")
             if x:
                 ax.plot(x, y, style, label=split, markersize=3)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
     if title:

@@ -1,4 +1,10 @@
-"""``cnnzoo train``: a registered classifier on a dataset, with Lightning, into a run directory."""
+"""``cnnzoo train``: a registered model on a dataset, with Lightning, into a run directory.
+
+The loop, the checkpoints, the run directory and DDP are shared by every task; what differs
+(data module, model fitting, LightningModule, metric to monitor, plots) is a :class:`Job`
+built by the task's builder: :func:`classification_job` here,
+:func:`cnnzoo.workflows.segmentation.segmentation_job` for segmentation.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import csv
 import io
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +24,22 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from cnnzoo.data.datamodule import ClassificationData
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.base import count_params
-from cnnzoo.registry import create_model
+from cnnzoo.registry import create_model, model_info
 from cnnzoo.rundir import RunDir, atomic_write_text
 from cnnzoo.tasks.classification import ClassificationTask, NonFiniteLossError
 from cnnzoo.tasks.finetune import FineTunePlan, FineTuning, apply_plan
 from cnnzoo.workflows.assemble import fit_model_to_data, flush_denormals
 
-EPOCH_COLUMNS = (
-    "epoch", "step", "seconds", "lr", "train/loss", "train/accuracy", "val/loss", "val/accuracy",
-)  # fmt: skip
+EPOCH_COLUMNS = ("epoch", "step", "seconds", "lr")
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classification": {
+        "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "aux_weight": 0.3,
+    },
+    "segmentation": {
+        "batch_size": 16, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "aux_weight": 0.4,
+    },
+}  # fmt: skip
+"""Values of the options left unset (None), per task."""
 
 
 @dataclass
@@ -38,16 +51,16 @@ class TrainConfig:
     out: str = "runs/run"
     data_dir: str | None = None
     epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    lr: float = 0.05
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
     momentum: float = 0.9
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None
     scheduler: str = "onecycle"
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
-    aux_weight: float = 0.3
+    aux_weight: float | None = None
     augment: bool = True
     val_fraction: float = 0.1
     subset: int | None = None
@@ -71,6 +84,35 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     progress: bool = True
+    backbone: str | None = None
+    backbone_weights: str | None = None
+    input_size: list[int] | None = None
+    dice_weight: float = 0.0
+    class_weights: list[float] | None = None
+    snapshots: int = 4
+
+    def resolved(self, task: str) -> TrainConfig:
+        """Return a copy with the options left unset filled with ``task``'s defaults."""
+        unset = {k: v for k, v in TASK_DEFAULTS[task].items() if getattr(self, k) is None}
+        return replace(self, **unset)
+
+
+@dataclass
+class Job:
+    """What a task contributes to a training run."""
+
+    task_name: str
+    data: L.LightningDataModule
+    model: torch.nn.Module
+    module: L.LightningModule
+    spec: Any  # DatasetSpec
+    model_args: dict[str, Any]
+    resize_to: Any
+    monitor: str
+    columns: tuple[str, ...]
+    callbacks: list[Callback] = field(default_factory=list)
+    trainable: Any = None
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -84,14 +126,20 @@ class TrainResult:
     params: int
     confusion: torch.Tensor | None = None
     class_names: list[str] = field(default_factory=list)
+    class_iou: torch.Tensor | None = None
 
 
 class EpochTable(Callback):
     """Write ``metrics.csv``: one row per epoch, rewritten atomically after each epoch."""
 
-    def __init__(self, path: Path, start: float) -> None:
+    def __init__(
+        self, path: Path, start: float, metrics: tuple[str, ...] = ("loss", "accuracy")
+    ) -> None:
         self.path = path
         self.start = start
+        self.columns = EPOCH_COLUMNS + tuple(
+            f"{split}/{m}" for split in ("train", "val") for m in metrics
+        )
         self.rows: list[dict[str, Any]] = []
         if path.is_file():  # resumed run: keep the epochs already done
             self.rows = list(csv.DictReader(path.open()))
@@ -106,12 +154,12 @@ class EpochTable(Callback):
             "seconds": round(time.perf_counter() - self.start, 2),
             "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else "",
         }
-        for key in EPOCH_COLUMNS[4:]:
+        for key in self.columns[len(EPOCH_COLUMNS) :]:
             value = m.get(f"{key}_epoch", m.get(key))
             row[key] = round(float(value), 6) if value is not None else ""
         self.rows = [r for r in self.rows if int(r["epoch"]) != row["epoch"]] + [row]
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=EPOCH_COLUMNS)
+        writer = csv.DictWriter(buf, fieldnames=self.columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.path, buf.getvalue())
@@ -133,13 +181,17 @@ def _uses_gpu(cfg: TrainConfig) -> bool:
 
 
 def build_trainer(
-    cfg: TrainConfig, run: RunDir, callbacks: list[Callback], monitor: bool
+    cfg: TrainConfig, run: RunDir, callbacks: list[Callback], monitor: str | None
 ) -> L.Trainer:
-    """Return the Lightning Trainer for ``cfg`` writing into ``run``."""
+    """Return the Lightning Trainer for ``cfg`` writing into ``run``.
+
+    ``monitor`` is the validation metric (higher is better) that picks ``best.ckpt``; None
+    when there is no validation split.
+    """
     ckpt = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename="best",
-        monitor="val/accuracy" if monitor else None,
+        monitor=monitor,
         mode="max",
         save_last=True,
         enable_version_counter=False,
@@ -170,26 +222,17 @@ def build_trainer(
     )
 
 
-def train(cfg: TrainConfig) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data`` and fill the run directory ``cfg.out``.
-
-    Returns:
-        The final metrics (``test/accuracy`` …), training seconds and the run directory.
+def classification_job(cfg: TrainConfig) -> Job:
+    """Data, model and LightningModule of a classification run.
 
     Raises:
-        CnnzooError: for bad options or data, an existing run directory (without
-            ``overwrite``/``resume``), or a loss that became NaN (the message names the step
-            and the last good checkpoint).
+        CnnzooError: for bad data, options that do not fit the model, or segmentation-only
+            options.
     """
-    if _rank() == 0:
-        run = RunDir.create(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume)
-    else:
-        run = RunDir(cfg.out)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    flush_denormals()
-    if cfg.accelerator == "cpu" and isinstance(cfg.devices, int) and cfg.devices > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
-
+    for option in ("backbone", "backbone_weights", "input_size", "class_weights"):
+        if getattr(cfg, option) is not None:
+            flag = "--" + option.replace("_", "-")
+            raise CnnzooError(f"{flag} is a segmentation option; {cfg.model} is a classifier")
     data = ClassificationData(
         cfg.data,
         data_dir=cfg.data_dir,
@@ -220,7 +263,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         plan = FineTunePlan(cfg.strategy, cfg.unfreeze, cfg.backbone_lr_scale, cfg.unfreeze_every)
         trainable = apply_plan(model, plan)
         callbacks.append(FineTuning(plan, model))
-    task = ClassificationTask(
+    module = ClassificationTask(
         model,
         num_classes=spec.num_classes,
         loss=cfg.loss,
@@ -235,21 +278,75 @@ def train(cfg: TrainConfig) -> TrainResult:
         channels_last=cfg.channels_last,
         backbone_lr_scale=cfg.backbone_lr_scale,
     )
-    has_val = data.has_split("val")
+    return Job(
+        "classification", data, model, module, spec, model_args, resize_to,
+        monitor="val/accuracy", columns=("loss", "accuracy"), callbacks=callbacks,
+        trainable=trainable,
+    )  # fmt: skip
+
+
+def build_job(cfg: TrainConfig) -> Job:
+    """Return the :class:`Job` of ``cfg.model``'s task (``cfg`` with its defaults resolved).
+
+    Raises:
+        CnnzooError: for an unknown model, or a task ``cnnzoo train`` does not train yet.
+    """
+    task = model_info(cfg.model).task
+    if task == "classification":
+        return classification_job(cfg)
+    if task == "segmentation":
+        from cnnzoo.workflows.segmentation import segmentation_job
+
+        return segmentation_job(cfg)
+    raise CnnzooError(f"{cfg.model!r} is a {task} model; `cnnzoo train` cannot train those yet")
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` and fill the run directory ``cfg.out``.
+
+    Options left unset (None) take the defaults of the model's task (:data:`TASK_DEFAULTS`).
+
+    Returns:
+        The final metrics (``test/accuracy`` or ``test/miou`` …), training seconds and the
+        run directory.
+
+    Raises:
+        CnnzooError: for bad options or data, an existing run directory (without
+            ``overwrite``/``resume``), or a loss that became NaN (the message names the step
+            and the last good checkpoint).
+    """
+    cfg = cfg.resolved(model_info(cfg.model).task)
+    if _rank() == 0:
+        run = RunDir.create(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume)
+    else:
+        run = RunDir(cfg.out)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    flush_denormals()
+    if cfg.accelerator == "cpu" and isinstance(cfg.devices, int) and cfg.devices > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
+
+    try:
+        job = build_job(cfg)
+    except CnnzooError:
+        if _rank() == 0 and not cfg.resume:
+            run.discard_if_empty()  # bad data or options: leave no empty run behind
+        raise
+    has_val = job.data.has_split("val")
     start = time.perf_counter()
-    table = EpochTable(run.path / "metrics.csv", start)
-    trainer = build_trainer(cfg, run, [table, *callbacks], monitor=has_val)
-    if trainer.is_global_zero and trainable is not None:
-        run.write_json("trainable.json", trainable.to_dict())
+    table = EpochTable(run.path / "metrics.csv", start, job.columns)
+    trainer = build_trainer(
+        cfg, run, [table, *job.callbacks], monitor=job.monitor if has_val else None
+    )
+    if trainer.is_global_zero and job.trainable is not None:
+        run.write_json("trainable.json", job.trainable.to_dict())
     if trainer.is_global_zero:
-        run.write_config(
-            {**asdict(cfg), "resolved": {"model_kwargs": model_args, "resize_to": resize_to,
-                                         "data": spec.to_dict()}}
-        )  # fmt: skip
+        resolved = {"model_kwargs": job.model_args, "resize_to": job.resize_to,
+                    "data": job.spec.to_dict(), **job.notes}  # fmt: skip
+        run.write_config({**asdict(cfg), "resolved": resolved})
     try:
         trainer.fit(
-            task,
-            datamodule=data,
+            job.module,
+            datamodule=job.data,
             ckpt_path=str(run.last_checkpoint) if cfg.resume else None,
             weights_only=True if cfg.resume else None,
         )
@@ -259,62 +356,71 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise CnnzooError(f"training stopped: {err}; {kept}") from None
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if data.has_split("test"):
-        test = trainer.test(task, datamodule=data, verbose=False)[0]
+    if job.data.has_split("test"):
+        test = trainer.test(job.module, datamodule=job.data, verbose=False)[0]
         metrics.update({k: float(v) for k, v in test.items()})
     result = TrainResult(
         run_dir=run.path,
         metrics=metrics,
         seconds=seconds,
         epochs=trainer.current_epoch,
-        params=count_params(model),
-        confusion=task.last_confusion,
-        class_names=spec.class_names,
+        params=count_params(job.model),
+        confusion=getattr(job.module, "last_confusion", None),
+        class_names=job.spec.class_names,
+        class_iou=getattr(job.module, "last_iou", None),
     )
     if trainer.is_global_zero:
-        write_outputs(run, cfg, result, model, model_args, resize_to, spec.to_dict(), table.rows)
+        write_outputs(run, cfg, result, job, table.rows)
     return result
 
 
 def write_outputs(
-    run: RunDir,
-    cfg: TrainConfig,
-    result: TrainResult,
-    model: torch.nn.Module,
-    model_args: dict[str, Any],
-    resize_to: int | None,
-    data_spec: dict[str, Any],
-    rows: list[dict[str, Any]],
+    run: RunDir, cfg: TrainConfig, result: TrainResult, job: Job, rows: list[dict[str, Any]]
 ) -> None:
     """Write weights, spec, ``metrics.json`` and the plots of a finished run."""
-    from cnnzoo.viz.confusion import plot_confusion_matrix
     from cnnzoo.viz.curves import plot_training_curves
 
+    extra: dict[str, Any] = {}
+    if result.class_iou is not None:
+        extra["class_iou"] = {
+            name: None if torch.isnan(v) else round(float(v), 6)
+            for name, v in zip(result.class_names, result.class_iou, strict=True)
+        }
     run.save_model(
-        model,
+        job.model,
         {
             "model": cfg.model,
-            "task": "classification",
-            "kwargs": model_args,
-            "resize_to": resize_to,
-            "data": data_spec,
+            "task": job.task_name,
+            "kwargs": job.model_args,
+            "resize_to": job.resize_to,
+            "data": job.spec.to_dict(),
         },
     )
     run.write_json(
         "metrics.json",
         {
             "model": cfg.model,
-            "task": "classification",
+            "task": job.task_name,
             "dataset": cfg.data,
             "epochs": result.epochs,
             "seconds": round(result.seconds, 2),
             "params": result.params,
             "metrics": result.metrics,
+            **extra,
         },
     )
     if rows:
-        plot_training_curves(rows, run.plots / "curves.png", title=f"{cfg.model} on {cfg.data}")
-    if result.confusion is not None:
+        plot_training_curves(
+            rows, run.plots / "curves.png", title=f"{cfg.model} on {cfg.data}",
+            metric=job.columns[1],
+        )  # fmt: skip
+    if job.task_name == "segmentation":
+        from cnnzoo.workflows.segmentation import write_segmentation_plots
+
+        write_segmentation_plots(run, cfg, result, job)
+    elif result.confusion is not None:
+        from cnnzoo.viz.confusion import plot_confusion_matrix
+
         plot_confusion_matrix(
             result.confusion, result.class_names, run.plots / "confusion.png",
             title=f"{cfg.model}: test confusion matrix",

@@ -9,12 +9,18 @@ whose ImageNet weights load with :func:`cnnzoo.load_torchvision_weights`.
 
 ``residual=False`` removes every skip connection: the paper's "plain" networks (Fig. 3,
 middle), registered in :mod:`cnnzoo.models.classification.plain`.
+
+``replace_stride_with_dilation`` (torchvision's option of the same name) builds a dilated
+ResNet for dense prediction (PSPNet, DeepLab): a flagged stage keeps its input's resolution,
+its 3x3 convolutions dilated instead (by 2, doubled at each further flagged stage), so the
+receptive field grows as with the stride. ``(False, True, True)`` gives output stride 8.
+The weights are the same tensors, so ImageNet weights load into a dilated ResNet too.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
@@ -48,6 +54,16 @@ class ResNet(ImageClassifier):
         widths: channels of each stage before the block's expansion.
         shortcut_layer: the shortcut where a block changes shape (option B projections by
             default; the CIFAR networks use option A zero-padding).
+        replace_stride_with_dilation: one flag per stage after the first (layer2..layer4 for
+            ImageNet ResNets); a flagged stage does not halve the resolution but dilates
+            its 3x3 convolutions instead. Its first block keeps the dilation so far (with
+            stride 1); its later blocks use the new one, twice the previous. ``feature_info``
+            reports the real strides, e.g. ``[2, 4, 8, 8, 8]`` for ``(False, True, True)``.
+            None: no dilation (the paper's network).
+
+    Raises:
+        CnnzooError: for ``zero_init_residual`` without skips, or a
+            ``replace_stride_with_dilation`` of the wrong length.
     """
 
     classifier_name = "fc"
@@ -63,10 +79,19 @@ class ResNet(ImageClassifier):
         residual: bool = True,
         widths: tuple[int, ...] = (64, 128, 256, 512),
         shortcut_layer: ShortcutLayer = ProjectionShortcut,
+        replace_stride_with_dilation: Sequence[bool] | None = None,
     ) -> None:
         super().__init__()
         if len(layers) != len(widths):
             raise ValueError(f"got {len(layers)} stage depths {layers} for widths {widths}")
+        if replace_stride_with_dilation is None:
+            replace_stride_with_dilation = (False,) * (len(widths) - 1)
+        dilate = tuple(bool(flag) for flag in replace_stride_with_dilation)
+        if len(dilate) != len(widths) - 1:
+            raise CnnzooError(
+                f"replace_stride_with_dilation needs one flag per stage after the first "
+                f"({len(widths) - 1} flags), got {tuple(replace_stride_with_dilation)!r}"
+            )
         if zero_init_residual and not residual:
             raise CnnzooError(
                 "zero_init_residual=True with residual=False would zero every block's output; "
@@ -75,6 +100,7 @@ class ResNet(ImageClassifier):
         self.num_classes = num_classes
         self.residual = residual
         self.shortcut_layer = shortcut_layer
+        self.replace_stride_with_dilation = dilate
         if small_input:
             self.stem = ConvBnAct(in_channels, widths[0], 3, 1)
             self.maxpool: nn.Module = nn.Identity()
@@ -89,10 +115,17 @@ class ResNet(ImageClassifier):
 
         stages = []
         channels = widths[0]
+        dilation = 1
         for i, (width, depth) in enumerate(zip(widths, layers, strict=True)):
             stride = 1 if i == 0 else 2
+            first_dilation = dilation
+            if i > 0 and dilate[i - 1]:
+                dilation *= stride
+                stride = 1
             reduction *= stride
-            stages.append(self._make_stage(block, channels, width, depth, stride))
+            stages.append(
+                self._make_stage(block, channels, width, depth, stride, (first_dilation, dilation))
+            )
             channels = width * block.expansion
             feature_info.append(FeatureStage(f"stages.{i}", channels, reduction))
         self.stages = nn.Sequential(*stages)
@@ -108,13 +141,33 @@ class ResNet(ImageClassifier):
                     m.zero_init_last_bn()
 
     def _make_stage(
-        self, block: Block, in_channels: int, width: int, depth: int, stride: int
+        self,
+        block: Block,
+        in_channels: int,
+        width: int,
+        depth: int,
+        stride: int,
+        dilation: tuple[int, int] = (1, 1),
     ) -> nn.Sequential:
-        """Return ``depth`` blocks; the first changes resolution (``stride``) and channels."""
-        blocks = [block(in_channels, width, stride, self.residual, self.shortcut_layer)]
+        """Return ``depth`` blocks; the first changes resolution (``stride``) and channels.
+
+        ``dilation`` is (first block's, later blocks'): in a stage dilated instead of
+        strided, the first block still sees the previous resolution's dilation.
+        """
+        first, rest = dilation
+        blocks = [
+            block(in_channels, width, stride, self.residual, self.shortcut_layer, dilation=first)
+        ]
         for _ in range(1, depth):
             blocks.append(
-                block(width * block.expansion, width, 1, self.residual, self.shortcut_layer)
+                block(
+                    width * block.expansion,
+                    width,
+                    1,
+                    self.residual,
+                    self.shortcut_layer,
+                    dilation=rest,
+                )
             )
         return nn.Sequential(*blocks)
 
@@ -172,6 +225,7 @@ def resnet18(
     small_input: bool = False,
     zero_init_residual: bool = False,
     residual: bool = True,
+    replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
 ) -> ResNet:
     """ResNet-18: basic blocks, (2, 2, 2, 2) per stage; 11.7 M parameters, 1.8 GMACs."""
     return ResNet(BasicBlock, (2, 2, 2, 2), **locals())
@@ -184,6 +238,7 @@ def resnet34(
     small_input: bool = False,
     zero_init_residual: bool = False,
     residual: bool = True,
+    replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
 ) -> ResNet:
     """ResNet-34: basic blocks, (3, 4, 6, 3) per stage; 21.8 M parameters, 3.7 GMACs."""
     return ResNet(BasicBlock, (3, 4, 6, 3), **locals())
@@ -196,6 +251,7 @@ def resnet50(
     small_input: bool = False,
     zero_init_residual: bool = False,
     residual: bool = True,
+    replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
 ) -> ResNet:
     """ResNet-50: bottleneck blocks, (3, 4, 6, 3) per stage; 25.6 M parameters, 4.1 GMACs."""
     return ResNet(Bottleneck, (3, 4, 6, 3), **locals())
@@ -208,6 +264,7 @@ def resnet101(
     small_input: bool = False,
     zero_init_residual: bool = False,
     residual: bool = True,
+    replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
 ) -> ResNet:
     """ResNet-101: bottleneck blocks, (3, 4, 23, 3) per stage; 44.5 M parameters, 7.8 GMACs."""
     return ResNet(Bottleneck, (3, 4, 23, 3), **locals())
@@ -220,6 +277,7 @@ def resnet152(
     small_input: bool = False,
     zero_init_residual: bool = False,
     residual: bool = True,
+    replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
 ) -> ResNet:
     """ResNet-152: bottleneck blocks, (3, 8, 36, 3) per stage; 60.2 M parameters, 11.5 GMACs."""
     return ResNet(Bottleneck, (3, 8, 36, 3), **locals())

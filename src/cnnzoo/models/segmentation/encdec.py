@@ -21,7 +21,6 @@ encoder's total stride, then crops the logits back to H x W.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch.nn.functional as F
@@ -68,11 +67,11 @@ class EncoderDecoder(nn.Module):
         num_classes: classes predicted per pixel.
         in_channels: input image channels.
         backbone: registered classification model used as the encoder (its deepest stage).
-        backbone_kwargs: extra options for the backbone builder (e.g. ``widths``).
         upsample: ``"transposed"``, ``"bilinear"`` or ``"nearest"``.
         decoder_width: channels after the first upsampling step (default: half the
             encoder's); each further step halves them, down to ``min_width``.
         min_width: the narrowest decoder step.
+        **backbone_kwargs: options of the backbone builder (e.g. ``widths``).
 
     Raises:
         CnnzooError: for an unknown upsampling mode, or a backbone whose total stride is
@@ -84,10 +83,10 @@ class EncoderDecoder(nn.Module):
         num_classes: int = 21,
         in_channels: int = 3,
         backbone: str = "resnet18",
-        backbone_kwargs: Mapping[str, Any] | None = None,
         upsample: str = "transposed",
         decoder_width: int | None = None,
         min_width: int = 16,
+        **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
@@ -98,7 +97,7 @@ class EncoderDecoder(nn.Module):
             in_channels=in_channels,
             features_only=True,
             out_indices=(-1,),
-            **dict(backbone_kwargs or {}),
+            **backbone_kwargs,
         )
         channels = self.backbone.feature_info.channels()[-1]
         self.stride = self.backbone.feature_info.reduction()[-1]
@@ -162,14 +161,14 @@ def encdec(
     num_classes: int = 21,
     in_channels: int = 3,
     backbone: str = "resnet18",
-    backbone_kwargs: Mapping[str, Any] | None = None,
     upsample: str = "transposed",
     decoder_width: int | None = None,
     min_width: int = 16,
+    **backbone_kwargs: Any,
 ) -> EncoderDecoder:
     """Encoder-decoder: a registered backbone down, learned x2 upsampling steps back up."""
     return EncoderDecoder(
-        num_classes, in_channels, backbone, backbone_kwargs, upsample, decoder_width, min_width
+        num_classes, in_channels, backbone, upsample, decoder_width, min_width, **backbone_kwargs
     )
 
 

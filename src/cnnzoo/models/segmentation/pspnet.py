@@ -7,26 +7,86 @@ bilinearly to the input size. An auxiliary classifier on the stage before the la
 3.4, "res4b22") adds deep supervision in training; the paper weights its loss by 0.4, which
 is the training task's business, not the model's.
 
-Departure from the paper: the backbone is not dilated. The paper replaces the strides of
-ResNet's last two stages by dilation (output stride 8); cnnzoo's backbones have no generic
-dilation yet, so the pyramid reads the stride-32 map (stride 16 for the auxiliary head).
-Dilated backbones are a follow-up; until then no ``dilated`` option is offered.
+The paper's backbone is a dilated ResNet: the strides of its last two stages are replaced
+by dilation 2 and 4 (output stride 8), and the auxiliary head reads the stage before the
+last ("res4b22", also stride 8). ``dilated=True`` builds exactly that, for ResNet backbones
+(``replace_stride_with_dilation=(False, True, True)``, see
+:class:`~cnnzoo.models.classification.resnet.ResNet`); other backbones cannot be dilated.
+
+Departure from the paper, by default: ``dilated=False`` keeps the backbone's strides, so the
+pyramid reads the stride-32 map (stride 16 for the auxiliary head). Its last two stages then
+run on 1/16 and 1/64 of the pixels, about 4x cheaper on CPU, at the cost of coarser maps.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct, PyramidPooling
 from cnnzoo.models.base import AuxOutput
+from cnnzoo.models.features import FeatureExtractor
 from cnnzoo.models.segmentation.fcn import build_backbone
-from cnnzoo.registry import register_model
+from cnnzoo.registry import create_model, model_info, register_model
 
 ZHAO_2017 = "Zhao, Shi, Qi, Wang, Jia, Pyramid Scene Parsing Network, CVPR 2017"
+
+DILATED_OUTPUT_STRIDE = 8
+"""Output stride of the paper's dilated backbone (and of its auxiliary stage)."""
+
+
+def build_dilated_backbone(
+    name: str, in_channels: int, aux: bool, **backbone_kwargs: Any
+) -> FeatureExtractor:
+    """Build ResNet ``name`` with its last two stages dilated (2, 4): output stride 8.
+
+    Args:
+        name: a registered classifier whose builder takes ``replace_stride_with_dilation``
+            (the ImageNet ResNets).
+        in_channels: channels of the input image.
+        aux: also return the stage before the last (the auxiliary head's "res4b22").
+        **backbone_kwargs: other options of the backbone builder.
+
+    Returns:
+        The backbone; ``forward`` returns [deepest map] or [deepest, stage before it], both
+        at stride 8.
+
+    Raises:
+        CnnzooError: if the backbone cannot be dilated (its builder has no
+            ``replace_stride_with_dilation``), if ``backbone_kwargs`` already sets it, or if
+            the dilated maps are not at stride 8 (e.g. with ``small_input=True``).
+    """
+    builder = model_info(name).builder
+    if "replace_stride_with_dilation" not in inspect.signature(builder).parameters:
+        raise CnnzooError(
+            f"backbone {name!r} cannot be dilated: dilated=True needs a ResNet backbone "
+            "('resnet18' ... 'resnet152'); use dilated=False with this backbone"
+        )
+    if "replace_stride_with_dilation" in backbone_kwargs:
+        raise CnnzooError(
+            "dilated=True sets replace_stride_with_dilation=(False, True, True) itself; "
+            "pass one or the other"
+        )
+    backbone = create_model(
+        name,
+        in_channels=in_channels,
+        features_only=True,
+        out_indices=(-1, -2) if aux else (-1,),
+        replace_stride_with_dilation=(False, True, True),
+        **backbone_kwargs,
+    )
+    reductions = backbone.feature_info.reduction()
+    if any(r != DILATED_OUTPUT_STRIDE for r in reductions):
+        raise CnnzooError(
+            f"dilated backbone {name!r} gives maps at strides {reductions}, not "
+            f"{DILATED_OUTPUT_STRIDE}; build it with its ImageNet stem (small_input=False)"
+        )
+    return backbone
 
 
 class SegmentationHead(nn.Sequential):
@@ -42,7 +102,7 @@ class SegmentationHead(nn.Sequential):
 
 
 class PSPNet(nn.Module):
-    """Backbone, pyramid pooling, head; an auxiliary head on the stride-16 stage.
+    """Backbone, pyramid pooling, head; an auxiliary head on the stage before the last.
 
     Args:
         num_classes: number of segmentation classes.
@@ -55,11 +115,19 @@ class PSPNet(nn.Module):
             :class:`AuxOutput`.
         aux_channels: width of the auxiliary head's 3x3 convolution (256 in the paper's code).
         dropout: dropout before each classifier (0.1 in the paper's code).
+        dilated: dilate the backbone's last two stages instead of striding them, as the
+            paper does (output stride 8 for the pyramid and the auxiliary head); ResNet
+            backbones only. False (default): stride 32 and 16, about 4x cheaper.
         **backbone_kwargs: options of the backbone builder.
 
     Attributes:
         backbone: the :class:`~cnnzoo.models.features.FeatureExtractor`; load
-            classification weights into it.
+            classification weights into it. ``backbone.feature_info`` gives the stride of
+            the pyramid's input (first) and of the auxiliary head's input (second).
+
+    Raises:
+        CnnzooError: if the backbone lacks the needed stages, or with ``dilated=True`` if
+            it is not a ResNet.
     """
 
     def __init__(
@@ -72,13 +140,18 @@ class PSPNet(nn.Module):
         aux: bool = True,
         aux_channels: int = 256,
         dropout: float = 0.1,
+        dilated: bool = False,
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.backbone = build_backbone(
-            backbone, in_channels, (None, 2) if aux else (None,), **backbone_kwargs
-        )
+        self.dilated = dilated
+        if dilated:
+            self.backbone = build_dilated_backbone(backbone, in_channels, aux, **backbone_kwargs)
+        else:
+            self.backbone = build_backbone(
+                backbone, in_channels, (None, 2) if aux else (None,), **backbone_kwargs
+            )
         channels = self.backbone.feature_info.channels()
         self.ppm = PyramidPooling(channels[0], bins)
         self.head = SegmentationHead(self.ppm.out_channels, head_channels, num_classes, dropout)
@@ -115,9 +188,15 @@ def pspnet(
     aux: bool = True,
     aux_channels: int = 256,
     dropout: float = 0.1,
+    dilated: bool = False,
     **backbone_kwargs: Any,
 ) -> PSPNet:
-    """PSPNet with pyramid bins (1, 2, 3, 6) and an auxiliary head (undilated backbone)."""
+    """PSPNet with pyramid bins (1, 2, 3, 6) and an auxiliary head.
+
+    ``dilated=True`` uses the paper's dilated ResNet (output stride 8); the default keeps
+    the backbone's strides (32, aux 16). Raises CnnzooError for ``dilated=True`` with a
+    backbone other than a ResNet.
+    """
     return PSPNet(
         num_classes,
         in_channels,
@@ -127,5 +206,6 @@ def pspnet(
         aux,
         aux_channels,
         dropout,
+        dilated,
         **backbone_kwargs,
     )

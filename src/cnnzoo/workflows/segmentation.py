@@ -1,0 +1,293 @@
+"""Segmentation runs: the :class:`~cnnzoo.workflows.train.Job` of ``cnnzoo train`` for
+segmentation models, an encoder pre-trained on classification, and the run's pictures."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from cnnzoo.data.seg_datamodule import PairView, SegmentationData, pad_collate
+from cnnzoo.data.transforms import normalize_batch
+from cnnzoo.errors import CnnzooError
+from cnnzoo.registry import create_model, model_info
+from cnnzoo.tasks.segmentation import SegmentationTask
+
+if TYPE_CHECKING:
+    from cnnzoo.rundir import RunDir
+    from cnnzoo.workflows.train import Job, TrainConfig, TrainResult
+
+logger = logging.getLogger("cnnzoo")
+_NOT_BACKBONE_OPTIONS = ("num_classes", "in_channels", "features_only", "out_indices")
+
+
+def backbone_source(path: str) -> tuple[str | None, dict[str, Any]]:
+    """Return the architecture and builder options of classification weights at ``path``.
+
+    A cnnzoo run directory (or its ``model.safetensors`` beside ``model.json``) names them;
+    a bare weights file (e.g. torchvision's ``.pth``) does not: ``(None, {})``.
+
+    Raises:
+        CnnzooError: if ``path`` does not exist, or names a model that is not a classifier.
+    """
+    from cnnzoo.models.weights import resolve_weights_path
+    from cnnzoo.rundir import SPEC
+
+    weights = resolve_weights_path(path)
+    spec_file = weights.parent / SPEC
+    if not spec_file.is_file():
+        return None, {}
+    import json
+
+    spec = json.loads(spec_file.read_text())
+    name = spec.get("model")
+    if name is None:
+        return None, {}
+    if model_info(name).task != "classification":
+        raise CnnzooError(
+            f"--backbone-weights {path} holds a {model_info(name).task} model ({name}); "
+            "an encoder starts from a classifier's weights"
+        )
+    kwargs = {k: v for k, v in spec.get("kwargs", {}).items() if k not in _NOT_BACKBONE_OPTIONS}
+    return name, kwargs
+
+
+def segmenter_args(cfg: TrainConfig, in_channels: int, num_classes: int) -> dict[str, Any]:
+    """Return the ``create_model`` options of ``cfg.model`` for data of these channels/classes.
+
+    ``--backbone`` picks the encoder; ``--backbone-weights`` from a cnnzoo run also brings
+    that run's architecture options (e.g. ``small_input``) so that its weights fit.
+
+    Raises:
+        CnnzooError: for a model without a backbone given ``--backbone``, a backbone that
+            differs from the weights' architecture, or options that contradict the data.
+    """
+    info = model_info(cfg.model)
+    params = inspect.signature(info.builder).parameters
+    for key, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if key in cfg.model_kwargs and cfg.model_kwargs[key] != value:
+            raise CnnzooError(
+                f"model option {key}={cfg.model_kwargs[key]} does not match the data, which "
+                f"has {value}; drop the option"
+            )
+    args: dict[str, Any] = {}
+    backbone = cfg.backbone
+    if cfg.backbone_weights is not None:
+        source, source_kwargs = backbone_source(cfg.backbone_weights)
+        if source is not None and backbone is not None and source != backbone:
+            raise CnnzooError(
+                f"--backbone {backbone} does not match --backbone-weights "
+                f"{cfg.backbone_weights}, which holds a {source}; drop --backbone or pick "
+                "weights of that architecture"
+            )
+        backbone = backbone or source
+        if "backbone" in params:
+            args.update(source_kwargs)
+        elif info.family != "segnet":
+            raise CnnzooError(
+                f"{cfg.model} has no pre-trainable encoder: --backbone-weights applies to "
+                "models with a backbone (fcn*, pspnet, encdec) and to segnet (a vgg*_bn run)"
+            )
+    if backbone is not None:
+        if "backbone" in params:
+            args["backbone"] = backbone
+        elif cfg.backbone_weights is None:
+            raise CnnzooError(
+                f"{cfg.model} has no backbone option: it builds its own encoder (drop --backbone)"
+            )
+    args.update(cfg.model_kwargs)
+    args.update(num_classes=num_classes, in_channels=in_channels)
+    return args
+
+
+def load_backbone_weights(
+    model: torch.nn.Module, path: str, backbone: str | None = None
+) -> dict[str, Any]:
+    """Fill a segmentation model's encoder with classification weights.
+
+    Models with a ``backbone`` (a features-only classifier) load the weights into it;
+    SegNet copies a ``vgg*_bn`` classifier's convolutions into its encoder. A different
+    number of input channels is adapted in the first convolution, the classifier head is
+    not needed.
+
+    Args:
+        model: the segmentation model.
+        path: a cnnzoo run directory, ``.safetensors`` or torchvision ``.pth``.
+        backbone: the weights' architecture, when ``path`` does not say (SegNet only).
+
+    Returns:
+        A summary (tensors loaded, adapted convolution) for ``config.yaml``.
+
+    Raises:
+        CnnzooError: for weights that do not fit the encoder, or a model without one.
+    """
+    from cnnzoo.models.features import FeatureExtractor
+    from cnnzoo.models.weights import load_weights
+
+    encoder = getattr(model, "backbone", None)
+    if isinstance(encoder, FeatureExtractor):
+        report = load_weights(encoder, path)
+        return {"path": str(path), "loaded": report.loaded, "adapted_conv": report.adapted_conv}
+    if hasattr(model, "load_vgg_encoder"):
+        name, kwargs = backbone_source(path)
+        name = name or backbone
+        if name is None:
+            raise CnnzooError(
+                f"--backbone-weights {path} does not say which VGG it holds: pass --backbone "
+                "vgg16_bn (or the vgg*_bn it is)"
+            )
+        in_channels = model.encoder[0].convs[0].conv.in_channels  # type: ignore[index,union-attr]
+        vgg = create_model(name, in_channels=in_channels, **kwargs)
+        report = load_weights(vgg, path)
+        model.load_vgg_encoder(vgg)  # type: ignore[operator]
+        return {"path": str(path), "loaded": report.loaded, "adapted_conv": report.adapted_conv}
+    raise CnnzooError(f"{type(model).__name__} has no encoder to load classification weights into")
+
+
+class OverlaySnapshots(Callback):
+    """After each validation, save the first ``count`` validation images with their ground
+    truth and prediction overlaid: ``plots/overlays/epoch_NNN.png``."""
+
+    def __init__(self, folder: Path, count: int, class_names: list[str], title: str) -> None:
+        self.folder = folder
+        self.count = count
+        self.class_names = class_names
+        self.title = title
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking or self.count <= 0:
+            return
+        data = trainer.datamodule  # type: ignore[attr-defined]
+        if not isinstance(data, SegmentationData) or not data.has_split("val"):
+            return
+        path = self.folder / f"epoch_{trainer.current_epoch + 1:03d}.png"
+        save_overlays(pl_module, data, data.splits["val"], self.count, path, self.class_names,
+                      f"{self.title}, epoch {trainer.current_epoch + 1}")  # fmt: skip
+
+
+@torch.no_grad()
+def save_overlays(
+    module: torch.nn.Module,
+    data: SegmentationData,
+    view: PairView,
+    count: int,
+    path: Path,
+    class_names: list[str],
+    title: str,
+) -> Path:
+    """Predict the first ``count`` items of ``view`` and save image | truth | prediction rows.
+
+    Returns:
+        The PNG written.
+    """
+    from cnnzoo.viz.segmentation import plot_overlays
+
+    samples = [view[i] for i in range(min(count, len(view)))]
+    images, masks = pad_collate(samples)
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    x = normalize_batch(images, data.spec.mean, data.spec.std).to(device)
+    preds = module(x).argmax(1).cpu()
+    module.train(was_training)
+    crop = [tuple(image.shape[-2:]) for image, _ in samples]
+    return plot_overlays(
+        [images[i, :, :h, :w] for i, (h, w) in enumerate(crop)],
+        [masks[i, :h, :w] for i, (h, w) in enumerate(crop)],
+        [preds[i, :h, :w] for i, (h, w) in enumerate(crop)],
+        class_names,
+        path,
+        title,
+    )
+
+
+def segmentation_job(cfg: TrainConfig) -> Job:
+    """Data, model and LightningModule of a segmentation run.
+
+    Raises:
+        CnnzooError: for bad data or options (classification-only ones included).
+    """
+    from cnnzoo.workflows.train import Job
+
+    for option, default in (("classes", None), ("per_class", None), ("weights", None),
+                            ("strategy", None), ("image_size", None)):  # fmt: skip
+        if getattr(cfg, option) != default:
+            flag = "--" + option.replace("_", "-")
+            hint = " (use --input-size H W)" if option == "image_size" else ""
+            raise CnnzooError(f"{flag} is a classification option; {cfg.model} segments{hint}")
+    if cfg.loss != "cross_entropy" or cfg.label_smoothing:
+        raise CnnzooError("segmentation trains with pixel-wise cross-entropy (+ --dice-weight)")
+    data = SegmentationData(
+        cfg.data,
+        data_dir=cfg.data_dir,
+        batch_size=cfg.batch_size,
+        input_size=cfg.input_size,
+        augment=cfg.augment,
+        val_fraction=cfg.val_fraction,
+        subset=cfg.subset,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+    )
+    spec = data.spec
+    info = model_info(cfg.model)
+    if min(spec.image_size) < info.min_input_size:
+        raise CnnzooError(
+            f"{cfg.model} needs inputs of at least {info.min_input_size}x{info.min_input_size}; "
+            f"the data is {spec.image_size[0]}x{spec.image_size[1]}: pass --input-size"
+        )
+    if cfg.class_weights is not None and len(cfg.class_weights) != spec.num_classes:
+        raise CnnzooError(
+            f"--class-weights has {len(cfg.class_weights)} values for {spec.num_classes} "
+            f"classes ({', '.join(spec.class_names)})"
+        )
+    model_args = segmenter_args(cfg, spec.in_channels, spec.num_classes)
+    model = create_model(cfg.model, **model_args)
+    notes: dict[str, Any] = {}
+    if cfg.backbone_weights is not None:
+        notes["backbone_weights"] = load_backbone_weights(model, cfg.backbone_weights, cfg.backbone)
+        logger.info("encoder weights: %s", notes["backbone_weights"])
+    module = SegmentationTask(
+        model,
+        num_classes=spec.num_classes,
+        class_weights=cfg.class_weights,
+        dice_weight=cfg.dice_weight,
+        aux_weight=cfg.aux_weight,  # type: ignore[arg-type]
+        optimizer=cfg.optimizer,  # type: ignore[arg-type]
+        lr=cfg.lr,  # type: ignore[arg-type]
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,  # type: ignore[arg-type]
+        scheduler=cfg.scheduler,
+        channels_last=cfg.channels_last,
+    )
+    callbacks: list[Callback] = []
+    if cfg.snapshots > 0:
+        from cnnzoo.rundir import RunDir
+
+        folder = RunDir(cfg.out).plots / "overlays"
+        callbacks.append(OverlaySnapshots(folder, cfg.snapshots, spec.class_names, cfg.model))
+    return Job(
+        "segmentation", data, model, module, spec, model_args, data.input_size,
+        monitor="val/miou", columns=("loss", "miou", "pixel_accuracy"), callbacks=callbacks,
+        notes=notes,
+    )  # fmt: skip
+
+
+def write_segmentation_plots(run: RunDir, cfg: TrainConfig, result: TrainResult, job: Job) -> None:
+    """Write ``plots/class_iou.png`` and ``plots/test_overlays.png`` of a finished run."""
+    from cnnzoo.viz.segmentation import plot_class_iou
+
+    if result.class_iou is not None:
+        iou = torch.nan_to_num(result.class_iou, nan=0.0)
+        plot_class_iou(iou, result.class_names, run.plots / "class_iou.png",
+                       title=f"{cfg.model}: test IoU per class")  # fmt: skip
+    data = job.data
+    if isinstance(data, SegmentationData) and data.has_split("test") and cfg.snapshots > 0:
+        save_overlays(job.model, data, data.splits["test"], cfg.snapshots,
+                      run.plots / "test_overlays.png", result.class_names,
+                      f"{cfg.model} on {cfg.data} (test)")  # fmt: skip
