@@ -161,3 +161,23 @@ def test_backbone_must_match_the_weights(scenes: Path, tmp_path: Path, tiny_cfg)
     with pytest.raises(CnnzooError, match="--backbone resnet18 does not match .* convnet"):
         train(_cfg(scenes, tmp_path / "seg", model="fcn8s", backbone="resnet18",
                    backbone_weights=str(cls.run_dir), model_kwargs={}))  # fmt: skip
+
+
+def test_pspnet_encoder_from_a_small_input_resnet_run(tmp_path: Path) -> None:
+    import cnnzoo
+    from cnnzoo.workflows.segmentation import load_backbone_weights, segmenter_args
+
+    torch.manual_seed(0)
+    cls = cnnzoo.create_model("resnet18", num_classes=10, in_channels=1, small_input=True)
+    RunDir(tmp_path).save_model(cls, {"model": "resnet18", "kwargs": cls.model_kwargs})
+    cfg = TrainConfig(model="pspnet", backbone="resnet18", backbone_weights=str(tmp_path))
+    args = segmenter_args(cfg, in_channels=3, num_classes=11)
+    assert args["small_input"] is True and args["backbone"] == "resnet18"
+    seg = cnnzoo.create_model("pspnet", **args)
+    report = load_backbone_weights(seg, str(tmp_path))
+    assert report["adapted_conv"] == "stem.conv"
+    torch.testing.assert_close(
+        seg.backbone.model.stages[2][0].conv1.conv.weight, cls.stages[2][0].conv1.conv.weight
+    )
+    assert seg.backbone.feature_info.reduction() == [8, 4]
+    assert seg.eval()(torch.randn(1, 3, 40, 36)).shape == (1, 11, 40, 36)

@@ -181,7 +181,8 @@ def create_model(
     if in_channels is not None:
         args["in_channels"] = in_channels
     args.update(kwargs)
-    if args.get("small_input") and not info.small_input:
+    # (Segmentation builders pass small_input on to their backbone, which checks it.)
+    if args.get("small_input") and not info.small_input and info.task == "classification":
         raise CnnzooError(
             f"model {name!r} has no small-input variant; feed it inputs of at least "
             f"{info.min_input_size}x{info.min_input_size} pixels instead"

@@ -45,12 +45,13 @@ class UpsamplingSettings:
     models: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {
             "encdec": {"backbone": "convnet", "widths": (16, 32, 64, 128), "min_width": 16},
-            "unet": {"width": 16, "depth": 3},
         }
     )
+    """Model name -> options; add e.g. ``"unet": {"width": 16, "depth": 3}`` (~1.5x the
+    encoder-decoder's step time) to compare its three modes too."""
     modes: tuple[str, ...] = MODES
     seeds: tuple[int, ...] = (0,)
-    steps: int = 400
+    steps: int = 1500
     batch_size: int = 16
     lr: float = 3e-3
     test_images: int | None = None

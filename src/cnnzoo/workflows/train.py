@@ -127,6 +127,7 @@ class TrainResult:
     confusion: torch.Tensor | None = None
     class_names: list[str] = field(default_factory=list)
     class_iou: torch.Tensor | None = None
+    steps: int = 0
 
 
 class EpochTable(Callback):
@@ -368,6 +369,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         confusion=getattr(job.module, "last_confusion", None),
         class_names=job.spec.class_names,
         class_iou=getattr(job.module, "last_iou", None),
+        steps=trainer.global_step,
     )
     if trainer.is_global_zero:
         write_outputs(run, cfg, result, job, table.rows)
