@@ -93,7 +93,8 @@ class TrainConfig:
 
     def resolved(self, task: str) -> TrainConfig:
         """Return a copy with the options left unset filled with ``task``'s defaults."""
-        unset = {k: v for k, v in TASK_DEFAULTS[task].items() if getattr(self, k) is None}
+        defaults = TASK_DEFAULTS.get(task, TASK_DEFAULTS["classification"])
+        unset = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         return replace(self, **unset)
 
 
