@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import cnnzoo.models.detection.yolo  # noqa: F401  (registers yolov1 / yolov3)
+import cnnzoo.models  # noqa: F401  (registers yolov1 / yolov3)
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.detection.coders import yolov1_targets
 from cnnzoo.registry import create_model, list_models, model_info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from torch import nn
@@ -36,3 +37,7 @@ class ConvBnAct(nn.Sequential):
             self.bn = norm_layer(out_channels)
         if act_layer is not None:
             self.act = act_layer(inplace=True) if act_layer in (nn.ReLU, nn.ReLU6) else act_layer()
+
+
+DarknetAct = functools.partial(nn.LeakyReLU, 0.1, inplace=True)
+"""Darknet's activation (leaky ReLU, slope 0.1), the YOLO heads' ``act_layer``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
@@ -51,3 +52,42 @@ def postprocess(
     boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
     keep = batched_nms(boxes.float(), scores.float(), labels, iou_threshold)[:max_detections]
     return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def valid_boxes(target: dict[str, Tensor], device: torch.device) -> tuple[Tensor, Tensor]:
+    """Return a target's float boxes and int64 labels on ``device``, without empty boxes."""
+    boxes = target["boxes"].to(device=device, dtype=torch.float32).reshape(-1, 4)
+    labels = target["labels"].to(device=device, dtype=torch.int64).reshape(-1)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep], labels[keep]
+
+
+def paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Return the element-wise IoU of xyxy boxes ``a (..., 4)`` and ``b (..., 4)``."""
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
+    return inter / (area_a + area_b - inter).clamp(min=1e-12)
+
+
+def score_candidates(
+    boxes: Tensor,
+    scores: Tensor,
+    image_size: tuple[int, int],
+    score_threshold: float,
+    iou_threshold: float,
+    max_detections: int,
+) -> dict[str, Tensor]:
+    """Postprocess one image's candidate ``boxes (M, 4)`` with class ``scores (M, C)``: every
+    (box, class) pair above the threshold is a candidate, boxes clipped to the image."""
+    index, label = (scores > score_threshold).nonzero(as_tuple=True)
+    return postprocess(
+        clip_boxes(boxes[index], image_size),
+        scores[index, label],
+        label,
+        score_threshold,
+        iou_threshold,
+        max_detections,
+    )
