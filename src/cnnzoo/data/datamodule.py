@@ -9,12 +9,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
-from cnnzoo.data.sampler import GlobalBatchSampler
+from cnnzoo.data.splits import SplitDataModule
 from cnnzoo.data.transforms import BatchAugment, normalize_batch, resize_batch
 from cnnzoo.errors import CnnzooError
 
@@ -144,7 +143,7 @@ def select_classes(
     return images, labels
 
 
-class ClassificationData(L.LightningDataModule):
+class ClassificationData(SplitDataModule):
     """Train/val/test loaders for a classification dataset named by ``data``.
 
     Args:
@@ -166,6 +165,8 @@ class ClassificationData(L.LightningDataModule):
     Raises:
         CnnzooError: for an unknown dataset, a missing/empty folder or unreadable files.
     """
+
+    collate_fn = staticmethod(collate)
 
     def __init__(
         self,
@@ -270,37 +271,6 @@ class ClassificationData(L.LightningDataModule):
             std=std,
             sizes={k: len(v) for k, v in self.splits.items()},
         )
-
-    # -- loaders -----------------------------------------------------------------------
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = self.splits[split]
-        trainer = getattr(self, "trainer", None)
-        rank = trainer.global_rank if trainer is not None else 0
-        world = trainer.world_size if trainer is not None else 1
-        sampler = GlobalBatchSampler(
-            len(dataset), self.batch_size, shuffle=train, seed=self.seed, rank=rank,
-            world_size=world,
-        )  # fmt: skip
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def has_split(self, split: str) -> bool:
-        """Return whether the dataset has ``split`` ("train", "val" or "test")."""
-        return split in self.splits
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_split, train=False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch

@@ -25,10 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from cnnzoo.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec
 from cnnzoo.data.detection import (
@@ -41,7 +40,7 @@ from cnnzoo.data.detection import (
     open_det_dataset,
     parse_det_data,
 )
-from cnnzoo.data.sampler import GlobalBatchSampler
+from cnnzoo.data.splits import SplitDataModule
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
 
@@ -98,7 +97,7 @@ def _coco_sibling(path: Path, split: str) -> Path | None:
     return other if other.is_file() else None
 
 
-class DetectionData(L.LightningDataModule):
+class DetectionData(SplitDataModule):
     """Train/val/test loaders for a detection dataset named by ``data``.
 
     Batches are ``(images uint8 (N, C, H, W), [target, ...])`` from the loaders and
@@ -133,6 +132,8 @@ class DetectionData(L.LightningDataModule):
         CnnzooError: for an unknown ``data`` form (listing the valid ones), missing files, and
             bad options.
     """
+
+    collate_fn = staticmethod(detection_collate)
 
     def __init__(
         self,
@@ -270,39 +271,7 @@ class DetectionData(L.LightningDataModule):
         pixels = sum(r.width * r.height for r in records)
         return pixels * self.channels < CACHE_LIMIT_BYTES
 
-    # -- loaders -----------------------------------------------------------------------
-    def has_split(self, split: str) -> bool:
-        """Return whether the dataset has ``split`` ("train", "val" or "test")."""
-        return split in self.splits
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = self.splits[split]
-        trainer = getattr(self, "trainer", None)
-        rank = trainer.global_rank if trainer is not None else 0
-        world = trainer.world_size if trainer is not None else 1
-        sampler = GlobalBatchSampler(
-            len(dataset), self.batch_size, shuffle=train, seed=self.seed, rank=rank,
-            world_size=world,
-        )  # fmt: skip
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=detection_collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.eval_split not in self.splits:
-            raise CnnzooError(f"dataset {self.data!r} has no {self.eval_split!r} split")
-        return self._loader(self.eval_split, train=False)
-
+    # -- batches on the device ----------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, targets = batch
         return normalize_batch(x, self.spec.mean, self.spec.std), move_targets(targets, x.device)

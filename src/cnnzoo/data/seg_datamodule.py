@@ -22,13 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from cnnzoo.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec
-from cnnzoo.data.sampler import GlobalBatchSampler
 from cnnzoo.data.segmentation import (
     IGNORE_INDEX,
     SEG_DATA_SCHEMES,
@@ -39,6 +37,7 @@ from cnnzoo.data.segmentation import (
     joint_transform,
     parse_seg_data,
 )
+from cnnzoo.data.splits import SplitDataModule
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
 
@@ -173,7 +172,7 @@ def _read_class_names(root: Path) -> list[str] | None:
     return names
 
 
-class SegmentationData(L.LightningDataModule):
+class SegmentationData(SplitDataModule):
     """Train/val/test loaders for a segmentation dataset named by ``data``.
 
     Args:
@@ -200,6 +199,8 @@ class SegmentationData(L.LightningDataModule):
         CnnzooError: for an unknown ``data`` form (listing the valid ones), missing folders or
             files, and bad options.
     """
+
+    collate_fn = staticmethod(pad_collate)
 
     def __init__(
         self,
@@ -342,39 +343,7 @@ class SegmentationData(L.LightningDataModule):
         image, _ = dataset[0]
         return len(dataset) * image.numel() * (1 + 1 / image.shape[0]) < CACHE_LIMIT_BYTES
 
-    # -- loaders -----------------------------------------------------------------------
-    def has_split(self, split: str) -> bool:
-        """Return whether the dataset has ``split`` ("train", "val" or "test")."""
-        return split in self.splits
-
-    def _loader(self, split: str, train: bool) -> DataLoader:
-        dataset = self.splits[split]
-        trainer = getattr(self, "trainer", None)
-        rank = trainer.global_rank if trainer is not None else 0
-        world = trainer.world_size if trainer is not None else 1
-        sampler = GlobalBatchSampler(
-            len(dataset), self.batch_size, shuffle=train, seed=self.seed, rank=rank,
-            world_size=world,
-        )  # fmt: skip
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=pad_collate,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        if self.eval_split not in self.splits:
-            raise CnnzooError(f"dataset {self.data!r} has no {self.eval_split!r} split")
-        return self._loader(self.eval_split, train=False)
-
+    # -- batches on the device ----------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, y = batch
         return normalize_batch(x, self.spec.mean, self.spec.std), y
