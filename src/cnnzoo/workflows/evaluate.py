@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -96,30 +97,11 @@ def evaluate(
         image_size=image_size,
         channels=trained_on["in_channels"],
     )
-    if not dm.has_split(split):
-        raise CnnzooError(f"dataset {data!r} has no {split!r} split")
-    names = dm.spec.class_names
-    if len(names) != len(trained_on["class_names"]):
-        raise CnnzooError(
-            f"{data!r} has {len(names)} classes but the model was trained on "
-            f"{len(trained_on['class_names'])} ({trained_on['name']})"
-        )
-    # The data module must normalise exactly as in training, whatever the source.
-    dm.spec.mean, dm.spec.std = tuple(trained_on["mean"]), tuple(trained_on["std"])
+    names = match_training_data(dm, data, split, trained_on)
     task = ClassificationTask(model, num_classes=len(names))
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
-    dm.eval_split = split
-    trainer.test(task, datamodule=dm, verbose=False)
+    metrics = run_test(task, dm, accelerator)
     confusion = task.last_confusion
     assert confusion is not None
-    metrics = trainer.callback_metrics
     png = None
     if plot:
         from cnnzoo.viz.confusion import plot_confusion_matrix
@@ -135,3 +117,45 @@ def evaluate(
         confusion=confusion,
         confusion_png=png,
     )
+
+
+def match_training_data(dm: Any, data: str, split: str, trained_on: dict[str, Any]) -> list[str]:
+    """Make a data module evaluate ``split`` exactly as the model was trained.
+
+    Sets the split to serve and the training's normalisation (whatever the source).
+
+    Returns:
+        The class names.
+
+    Raises:
+        CnnzooError: for a split the dataset does not have, or another number of classes.
+    """
+    if not dm.has_split(split):
+        raise CnnzooError(f"dataset {data!r} has no {split!r} split")
+    names = dm.spec.class_names
+    if len(names) != len(trained_on["class_names"]):
+        raise CnnzooError(
+            f"{data!r} has {len(names)} classes but the model was trained on "
+            f"{len(trained_on['class_names'])} ({trained_on['name']})"
+        )
+    dm.spec.mean, dm.spec.std = tuple(trained_on["mean"]), tuple(trained_on["std"])
+    dm.eval_split = split
+    return names
+
+
+def run_test(task: L.LightningModule, dm: L.LightningDataModule, accelerator: str) -> Any:
+    """Run ``task``'s test loop once on one device, quietly.
+
+    Returns:
+        The logged metrics (``test/...``).
+    """
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer.test(task, datamodule=dm, verbose=False)
+    return trainer.callback_metrics

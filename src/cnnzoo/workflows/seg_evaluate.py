@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
 from cnnzoo.data.seg_datamodule import SegmentationData
@@ -14,6 +13,7 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.segmentation import SegmentationTask
 from cnnzoo.workflows.assemble import flush_denormals
+from cnnzoo.workflows.evaluate import match_training_data, run_test
 
 
 @dataclass
@@ -100,28 +100,10 @@ def evaluate_segmentation(
         seed=config.get("seed", 0) if same else 0,
         channels=trained_on["in_channels"],
     )
-    if not dm.has_split(split):
-        raise CnnzooError(f"dataset {data!r} has no {split!r} split")
-    names = dm.spec.class_names
-    if len(names) != len(trained_on["class_names"]):
-        raise CnnzooError(
-            f"{data!r} has {len(names)} classes but the model was trained on "
-            f"{len(trained_on['class_names'])} ({trained_on['name']})"
-        )
-    dm.spec.mean, dm.spec.std = tuple(trained_on["mean"]), tuple(trained_on["std"])
-    dm.eval_split = split
+    names = match_training_data(dm, data, split, trained_on)
     task = SegmentationTask(model, num_classes=len(names))
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
-    trainer.test(task, datamodule=dm, verbose=False)
+    metrics: dict[str, Any] = run_test(task, dm, accelerator)
     assert task.last_confusion is not None and task.last_iou is not None
-    metrics: dict[str, Any] = trainer.callback_metrics
     pngs: list[Path] = []
     if plot:
         from cnnzoo.viz.segmentation import plot_class_iou
