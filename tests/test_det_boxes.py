@@ -11,7 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.models.detection.anchors import anchor_iou, kmeans_anchors, mean_best_iou
+from cnnzoo.models.detection.anchors import (
+    anchor_iou,
+    kmeans_anchors,
+    mean_best_iou,
+    uniform_anchors,
+)
 from cnnzoo.models.detection.coders import (
     default_boxes,
     ssd_decode,
@@ -228,12 +233,6 @@ def test_yolov1_targets_image_edge_and_errors():
 # --------------------------------------------------------------------------------------------
 
 
-def _uniform_square_anchors(wh: torch.Tensor, k: int) -> torch.Tensor:
-    side = (wh[:, 0] * wh[:, 1]).sqrt()
-    sides = torch.linspace(float(side.min()), float(side.max()), k)
-    return torch.stack([sides, sides], 1)
-
-
 def _clustered_wh(seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     centres = torch.tensor([[10.0, 30.0], [60.0, 20.0], [120.0, 120.0], [25.0, 90.0]])
@@ -262,7 +261,7 @@ def test_anchor_iou_known_values():
 def test_kmeans_beats_uniform_anchors(make_wh, k):
     wh = make_wh()
     anchors, mean_iou = kmeans_anchors(wh, k)
-    uniform = mean_best_iou(wh, _uniform_square_anchors(wh, k))
+    uniform = mean_best_iou(wh, uniform_anchors(wh, k))
     assert anchors.shape == (k, 2)
     assert mean_iou == pytest.approx(mean_best_iou(wh, anchors), abs=1e-6)
     assert mean_iou > uniform + 0.02, (mean_iou, uniform)

@@ -165,13 +165,13 @@ def test_backbone_must_match_the_weights(scenes: Path, tmp_path: Path, tiny_cfg)
 
 def test_pspnet_encoder_from_a_small_input_resnet_run(tmp_path: Path) -> None:
     import cnnzoo
-    from cnnzoo.workflows.segmentation import load_backbone_weights, segmenter_args
+    from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
 
     torch.manual_seed(0)
     cls = cnnzoo.create_model("resnet18", num_classes=10, in_channels=1, small_input=True)
     RunDir(tmp_path).save_model(cls, {"model": "resnet18", "kwargs": cls.model_kwargs})
     cfg = TrainConfig(model="pspnet", backbone="resnet18", backbone_weights=str(tmp_path))
-    args = segmenter_args(cfg, in_channels=3, num_classes=11)
+    args = backbone_model_args(cfg, in_channels=3, num_classes=11)
     assert args["small_input"] is True and args["backbone"] == "resnet18"
     seg = cnnzoo.create_model("pspnet", **args)
     report = load_backbone_weights(seg, str(tmp_path))

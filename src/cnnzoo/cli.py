@@ -162,7 +162,8 @@ def _print_metrics(title: str, metrics: dict[str, float], extra: dict[str, Any])
 
 DATA_HELP = (
     "classification: fashion-mnist, fashion-mnist-mini or an image folder; "
-    "segmentation: scenes, voc:PATH, cityscapes:PATH or masks:PATH"
+    "segmentation: scenes, voc:PATH, cityscapes:PATH or masks:PATH; "
+    "detection: scenes, coco:ANN.json, voc:PATH or yolo:DATA.yaml"
 )
 
 
@@ -230,21 +231,24 @@ def train(
     backbone_lr_scale: Annotated[float, typer.Option(help="backbone lr = lr x this")] = 1.0,
     unfreeze_every: Annotated[int, typer.Option(help="gradual: epochs per stage")] = 1,
     backbone: Annotated[
-        str | None, typer.Option(help="segmentation: encoder, e.g. resnet18, vgg16_bn")
+        str | None, typer.Option(help="segmentation/detection: backbone, e.g. resnet18")
     ] = None,
     backbone_weights: Annotated[
-        str | None, typer.Option(help="segmentation: encoder weights (a classification run)")
+        str | None, typer.Option(help="segmentation/detection: backbone weights (a run)")
     ] = None,
     input_size: Annotated[
-        tuple[int, int] | None, typer.Option(help="segmentation: resize images to H W")
+        tuple[int, int] | None, typer.Option(help="segmentation/detection: resize to H W")
     ] = None,
     dice_weight: Annotated[float, typer.Option(help="segmentation: + this x Dice loss")] = 0.0,
     class_weights: Annotated[
         str | None, typer.Option(help="segmentation: cross-entropy weight per class, a,b,...")
     ] = None,
     snapshots: Annotated[
-        int, typer.Option(help="segmentation: validation images drawn per epoch")
+        int, typer.Option(help="segmentation/detection: validation images drawn per epoch")
     ] = 4,
+    images: Annotated[
+        str | None, typer.Option(help="detection, coco:ANN.json: the images folder")
+    ] = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -318,12 +322,21 @@ def eval_(
     data: Annotated[str | None, typer.Option(help="default: the training dataset")] = None,
     data_dir: str | None = None,
     split: str = "test",
-    batch_size: Annotated[int | None, typer.Option(help="default 256; segmentation 16")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="default 256; segmentation, detection 16")
+    ] = None,
+    voc07: Annotated[bool, typer.Option(help="detection: VOC2007 11-point AP@0.5")] = False,
+    images: Annotated[str | None, typer.Option(help="detection, coco: images folder")] = None,
 ) -> None:
     """Classification: accuracy, per-class table, confusion matrix. Segmentation: mIoU,
-    pixel accuracy, per-class IoU table, overlays."""
-    if _run_task(run) == "segmentation":
+    pixel accuracy, per-class IoU table, overlays. Detection: COCO mAP, mAP@0.5, per-class
+    AP table, drawn detections."""
+    task = _run_task(run)
+    if task == "segmentation":
         _eval_segmentation(run, data, data_dir, split, batch_size or 16)
+        return
+    if task == "detection":
+        _eval_detection(run, data, data_dir, split, batch_size or 16, voc07, images)
         return
     from cnnzoo.workflows.evaluate import evaluate
 
@@ -360,6 +373,35 @@ def _eval_segmentation(
         console.print(f"figure: {png}")
 
 
+def _eval_detection(
+    run: str,
+    data: str | None,
+    data_dir: str | None,
+    split: str,
+    batch_size: int,
+    voc07: bool,
+    images: str | None,
+) -> None:
+    from cnnzoo.workflows.det_evaluate import evaluate_detection
+
+    r = evaluate_detection(run, data, data_dir, split, batch_size, voc07=voc07, images_dir=images)
+    voc = "VOC07 11-point" if r.voc07 else "VOC all-point"
+    title = (
+        f"mAP@[.5:.95] {r.map:.4f}  mAP@0.5 {r.map_50:.4f}  mAP@0.75 {r.map_75:.4f}  "
+        f"{voc} mAP@0.5 {r.voc_map_50:.4f}  ({split}, {r.images} images)"
+    )
+    table = Table(title=title)
+    for col in ("class", "objects", "AP@[.5:.95]", f"AP@0.5 ({voc})"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for row in r.per_class:
+        ap = "-" if row.ap is None else f"{row.ap:.4f}"
+        ap50 = "-" if row.ap_50 is None else f"{row.ap_50:.4f}"
+        table.add_row(row.name, str(row.objects), ap, ap50)
+    console.print(table)
+    for png in r.pngs:
+        console.print(f"figure: {png}")
+
+
 @app.command()
 @clear_errors
 def predict(
@@ -367,13 +409,29 @@ def predict(
     images: Annotated[list[str], typer.Argument(help="image files")],
     topk: Annotated[int, typer.Option(help="classification: classes shown")] = 3,
     out: Annotated[
-        str | None, typer.Option(help="segmentation: output folder (default: RUN/predictions)")
+        str | None,
+        typer.Option(help="segmentation/detection: output folder (default: RUN/predictions)"),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="segmentation: replace outputs")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="segmentation/detection: replace outputs")
+    ] = False,
+    conf: Annotated[float, typer.Option(help="detection: keep boxes scoring above")] = 0.3,
+    iou: Annotated[float, typer.Option(help="detection: NMS IoU threshold")] = 0.5,
 ) -> None:
     """Classification: file, top-k classes with probabilities. Segmentation: a label PNG and
-    a colour overlay PNG per image, and the classes by area."""
-    if _run_task(run) == "segmentation":
+    a colour overlay PNG per image, and the classes by area. Detection: a PNG with the boxes
+    drawn and a JSON of the detections per image."""
+    task = _run_task(run)
+    if task == "detection":
+        from cnnzoo.rundir import RunDir
+        from cnnzoo.workflows.det_predict import predict_detection
+
+        folder = out or str(RunDir.open(run).path / "predictions")
+        for p in predict_detection(run, images, folder, conf=conf, iou=iou, overwrite=overwrite):
+            found = "\t".join(f"{d['class']} {d['score']:.3f}" for d in p.detections[:topk])
+            typer.echo(f"{p.file}\t{p.boxes_png}\t{p.json_file}\t{len(p.detections)}\t{found}")
+        return
+    if task == "segmentation":
         from cnnzoo.rundir import RunDir
         from cnnzoo.workflows.seg_predict import predict_segmentation
 
@@ -387,6 +445,59 @@ def predict(
     for p in run_predict(run, images, topk=topk):
         ranked = "\t".join(f"{c} {q:.3f}" for c, q in zip(p.classes, p.probs, strict=True))
         typer.echo(f"{p.file}\t{ranked}")  # tab-separated: easy to read and to parse
+
+
+@app.command()
+@clear_errors
+def anchors(
+    data: Annotated[str, typer.Option(help="scenes, coco:ANN.json, voc:PATH, yolo:DATA.yaml")],
+    k: Annotated[int, typer.Option("-k", "--k", help="number of anchors")] = 9,
+    data_dir: str | None = None,
+    input_size: Annotated[
+        tuple[int, int] | None, typer.Option(help="the model's input H W (boxes scaled)")
+    ] = None,
+    images: Annotated[str | None, typer.Option(help="coco: the images folder")] = None,
+    out: Annotated[str | None, typer.Option(help="also write the anchors as JSON")] = None,
+    seed: int = 0,
+) -> None:
+    """YOLO box priors: k-means (1 - IoU) on the training boxes, mean IoU printed."""
+    from cnnzoo.workflows.anchors import fit_anchors
+
+    r = fit_anchors(data, k, data_dir, list(input_size) if input_size else None, images, out,
+                    seed)  # fmt: skip
+    table = Table(title=f"{k} anchors from {r.boxes} boxes of {data} ({r.image_size[0]}x"
+                        f"{r.image_size[1]} input)")  # fmt: skip
+    for col in ("#", "width", "height"):
+        table.add_column(col, justify="right")
+    for i, (w, h) in enumerate(r.anchors):
+        table.add_row(str(i), f"{w:.1f}", f"{h:.1f}")
+    console.print(table)
+    console.print(
+        f"mean best IoU: k-means {r.mean_iou:.4f}, {k} uniform squares {r.uniform_iou:.4f}, "
+        f"yolov3 defaults {r.default_iou:.4f}"
+    )
+    console.print(f"use: cnnzoo train yolov3 --model-arg '{r.model_arg()}'", highlight=False)
+
+
+data_app = typer.Typer(help="Dataset tools.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("convert")
+@clear_errors
+def data_convert(
+    source: Annotated[
+        str, typer.Option("--from", help="coco:ANN.json, voc:PATH, yolo:DATA.yaml, scenes")
+    ],
+    dest: Annotated[str, typer.Option("--to", help="coco:OUT.json, voc:ROOT or yolo:ROOT")],
+    split: Annotated[str, typer.Option(help="split read and written")] = "train",
+    overwrite: Annotated[bool, typer.Option(help="replace existing annotations")] = False,
+) -> None:
+    """Convert detection annotations between COCO JSON, Pascal VOC XML and YOLO txt."""
+    from cnnzoo.data.convert import convert
+
+    written = convert(source, dest, split=split, overwrite=overwrite)
+    console.print(f"wrote {written}")
 
 
 @app.command()

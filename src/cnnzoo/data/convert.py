@@ -218,7 +218,21 @@ def write_yolo(
     return yaml_path
 
 
-def convert(src_spec: str, dst_spec: str, split: str = "train") -> Path:
+def existing_output(scheme: str, path: str, split: str) -> Path | None:
+    """The file a conversion to ``scheme:path`` would replace for ``split``, if it exists:
+    the COCO JSON, the VOC image set list or the YOLO split's labels folder (non-empty)."""
+    out = Path(path).expanduser()
+    if scheme == "coco":
+        return out if out.exists() else None
+    if scheme == "voc":
+        listing = out / "ImageSets" / "Main" / f"{split}.txt"
+        return listing if listing.exists() else None
+    root = out.parent if out.suffix in (".yaml", ".yml") else out
+    labels = root / "labels" / split
+    return labels if labels.is_dir() and any(labels.iterdir()) else None
+
+
+def convert(src_spec: str, dst_spec: str, split: str = "train", overwrite: bool = False) -> Path:
     """Convert detection data from one format to another.
 
     Args:
@@ -227,16 +241,24 @@ def convert(src_spec: str, dst_spec: str, split: str = "train") -> Path:
             ``.yaml`` means its folder).
         split: the split read (VOC image set, YOLO/scenes split) and written (VOC image set,
             YOLO split).
+        overwrite: replace the destination's annotations of ``split`` if they exist.
 
     Returns:
         the JSON (coco), root (voc) or ``data.yaml`` (yolo) written.
 
     Raises:
-        CnnzooError: for a bad spec, a ``scenes`` destination, or any loader error.
+        CnnzooError: for a bad spec, a ``scenes`` destination, a destination that already
+            holds annotations of ``split`` (without ``overwrite``), or any loader error.
     """
     scheme, path = parse_det_data(dst_spec)
     if scheme == "scenes":
         raise CnnzooError("scenes cannot be a conversion destination: use coco:, voc: or yolo:")
+    existing = existing_output(scheme, path, split)
+    if existing is not None and not overwrite:
+        raise CnnzooError(
+            f"{existing} exists: converting would replace its {split} annotations; pass "
+            "--overwrite or choose another destination"
+        )
     dataset = open_det_dataset(src_spec, split=split)
     if scheme == "coco":
         return write_coco(dataset, path)

@@ -89,12 +89,13 @@ class DetView(Dataset[DetSample]):
         return image, target
 
 
-def _coco_sibling(path: Path, split: str) -> Path | None:
-    """``instances_train.json`` -> ``instances_{split}.json`` next to it, if it exists."""
-    if "train" not in path.name:
+def _coco_sibling(path: Path | None, split: str, folder: bool = False) -> Path | None:
+    """``instances_train.json`` -> ``instances_{split}.json`` next to it (or, with ``folder``,
+    the folder ``.../train2017`` -> ``.../{split}2017``), if it exists."""
+    if path is None or "train" not in path.name:
         return None
     other = path.with_name(path.name.replace("train", split))
-    return other if other.is_file() else None
+    return other if (other.is_dir() if folder else other.is_file()) else None
 
 
 class DetectionData(SplitDataModule):
@@ -121,6 +122,9 @@ class DetectionData(SplitDataModule):
         num_workers: DataLoader worker processes (decoding, transforms).
         channels: image channels (3, or 1 for gray data).
         cache: keep decoded images in memory (default: when a split fits in 2 GiB).
+        images_dir: ``coco:`` only: the folder the train JSON's ``file_name`` entries are
+            relative to (default: found next to the JSON). The val/test JSONs use the same
+            folder with ``train`` in its name replaced by the split, when that exists.
 
     Attributes:
         spec: a :class:`~cnnzoo.data.datamodule.DatasetSpec` (class names, channels, the input
@@ -148,9 +152,11 @@ class DetectionData(SplitDataModule):
         num_workers: int = 0,
         channels: int = 3,
         cache: bool | None = None,
+        images_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.data = data
+        self.images_dir = images_dir
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.input_size = _input_size(input_size)
@@ -201,11 +207,14 @@ class DetectionData(SplitDataModule):
             from cnnzoo.data.coco import COCODetection
 
             ann = Path(path)
-            bases["train"] = COCODetection(ann, channels=self.channels)
+            images = Path(self.images_dir).expanduser() if self.images_dir else None
+            bases["train"] = COCODetection(ann, images, channels=self.channels)
             for split in ("val", "test"):
                 other = _coco_sibling(ann, split)
                 if other is not None:
-                    bases[split] = COCODetection(other, channels=self.channels)
+                    bases[split] = COCODetection(
+                        other, _coco_sibling(images, split, folder=True), channels=self.channels
+                    )
         elif scheme == "voc":
             from cnnzoo.data.voc import VOCDetection
 

@@ -4,7 +4,10 @@ A detection model (see :mod:`cnnzoo.models.detection`) has ``forward(images) -> 
 ``loss(outputs, targets, image_size) -> {"loss": total, components...}`` (the lecture's
 compound loss: alpha x class NLL + beta x coordinate loss, plus objectness where the model
 has it) and ``decode(outputs, image_size, score_threshold, iou_threshold, max_detections)``
-returning per-image ``{"boxes", "scores", "labels"}`` after non-maximum suppression.
+returning per-image ``{"boxes", "scores", "labels"}`` after non-maximum suppression. A model
+whose class attribute ``uses_targets`` is true (sliding window, Fast R-CNN: they sample the
+windows or regions they train on from the ground truth) gets ``forward(images, targets)`` in
+training steps and ``forward(images)`` everywhere else.
 
 Metrics: COCO-style mean average precision from torchmetrics' ``MeanAveragePrecision``
 (pycocotools backend) — ``map`` averaged over IoU 0.50:0.05:0.95, ``map_50`` (the Pascal VOC
@@ -87,6 +90,8 @@ class DetectionTask(L.LightningModule):
         last_class_ap: per-class AP (IoU 0.50:0.95) of the last validation or test epoch,
             aligned with class ids; NaN for a class without ground truth.
         last_metrics: ``{"map", "map_50", "map_75"}`` of that epoch.
+        kept: set it to ``[]`` to collect ``(detections, targets)`` of every test image (on
+            the CPU), e.g. for VOC AP or drawing; None (the default) keeps nothing.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class DetectionTask(L.LightningModule):
         self.test_map = self._make_metric()
         self.last_class_ap: list[float] | None = None
         self.last_metrics: dict[str, float] | None = None
+        self.kept: list[tuple[dict[str, Tensor], dict[str, Tensor]]] | None = None
 
     def _make_metric(self) -> MeanAveragePrecision:
         most = max(100, int(self.hparams.max_detections))
@@ -143,7 +149,10 @@ class DetectionTask(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         x, targets = batch
-        outputs = self.model(self._input(x))
+        if getattr(self.model, "uses_targets", False):  # samples windows/RoIs from the truth
+            outputs = self.model(self._input(x), targets)
+        else:
+            outputs = self.model(self._input(x))
         losses = self.model.loss(outputs, targets, tuple(x.shape[-2:]))
         loss = losses["loss"]
         if not torch.isfinite(loss):
@@ -167,7 +176,11 @@ class DetectionTask(L.LightningModule):
             iou_threshold=hp.iou_threshold,
             max_detections=hp.max_detections,
         )
-        getattr(self, f"{split}_map").update(metric_preds(preds), metric_targets(targets))
+        p, t = metric_preds(preds), metric_targets(targets)
+        getattr(self, f"{split}_map").update(p, t)
+        if self.kept is not None and split == "test":
+            cpu = [{k: v.cpu() for k, v in d.items()} for d in (*p, *t)]
+            self.kept.extend(zip(cpu[: len(p)], cpu[len(p) :], strict=True))
         loss_fn = getattr(self.model, "loss", None)
         if loss_fn is not None:
             losses = loss_fn(outputs, targets, size)

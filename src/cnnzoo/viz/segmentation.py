@@ -1,4 +1,4 @@
-"""Pictures of segmentations: a class palette, colour masks, overlays, per-class IoU bars."""
+"""Pictures of segmentations: a class palette, colour masks, overlays."""
 
 from __future__ import annotations
 
@@ -136,25 +136,4 @@ def plot_overlays(
     if title:
         fig.suptitle(title)
     fig.tight_layout(rect=(0, 0, 1 - 1.5 / (2.6 * cols + 1.6), 1))
-    return save_figure(fig, path)
-
-
-def plot_class_iou(
-    iou: torch.Tensor | Sequence[float], class_names: Sequence[str], path: str | Path, title: str
-) -> Path:
-    """Horizontal bars of the IoU of each class, with the mean as a line.
-
-    Returns:
-        The path written.
-    """
-    values = [float(v) for v in iou]
-    fig, ax = plt.subplots(figsize=(6, 0.3 * len(values) + 1.2))
-    ax.barh(range(len(values)), values, color="tab:blue")
-    ax.axvline(float(np.mean(values)), color="tab:red", ls="--", label="mean IoU")
-    ax.set_yticks(range(len(values)), list(class_names), fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("IoU")
-    ax.legend(loc="lower right")
-    ax.set_title(title)
     return save_figure(fig, path)

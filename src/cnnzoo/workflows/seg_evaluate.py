@@ -106,12 +106,12 @@ def evaluate_segmentation(
     assert task.last_confusion is not None and task.last_iou is not None
     pngs: list[Path] = []
     if plot:
-        from cnnzoo.viz.segmentation import plot_class_iou
+        from cnnzoo.viz.bars import plot_class_bars
         from cnnzoo.workflows.segmentation import save_overlays
 
         title = f"{spec['model']} on {data} ({split})"
         pngs.append(
-            plot_class_iou(
+            plot_class_bars(
                 torch.nan_to_num(task.last_iou), names, run.plots / f"class_iou_{split}.png", title
             )
         )

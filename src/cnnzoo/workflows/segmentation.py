@@ -1,9 +1,8 @@
 """Segmentation runs: the :class:`~cnnzoo.workflows.train.Job` of ``cnnzoo train`` for
-segmentation models, an encoder pre-trained on classification, and the run's pictures."""
+segmentation models, and the run's pictures."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,136 +16,13 @@ from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.registry import create_model, model_info
 from cnnzoo.tasks.segmentation import SegmentationTask
+from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
 
 if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir
     from cnnzoo.workflows.train import Job, TrainConfig, TrainResult
 
 logger = logging.getLogger("cnnzoo")
-_NOT_BACKBONE_OPTIONS = ("num_classes", "in_channels", "features_only", "out_indices")
-
-
-def backbone_source(path: str) -> tuple[str | None, dict[str, Any]]:
-    """Return the architecture and builder options of classification weights at ``path``.
-
-    A cnnzoo run directory (or its ``model.safetensors`` beside ``model.json``) names them;
-    a bare weights file (e.g. torchvision's ``.pth``) does not: ``(None, {})``.
-
-    Raises:
-        CnnzooError: if ``path`` does not exist, or names a model that is not a classifier.
-    """
-    from cnnzoo.models.weights import resolve_weights_path
-    from cnnzoo.rundir import SPEC
-
-    weights = resolve_weights_path(path)
-    spec_file = weights.parent / SPEC
-    if not spec_file.is_file():
-        return None, {}
-    import json
-
-    spec = json.loads(spec_file.read_text())
-    name = spec.get("model")
-    if name is None:
-        return None, {}
-    if model_info(name).task != "classification":
-        raise CnnzooError(
-            f"--backbone-weights {path} holds a {model_info(name).task} model ({name}); "
-            "an encoder starts from a classifier's weights"
-        )
-    kwargs = {k: v for k, v in spec.get("kwargs", {}).items() if k not in _NOT_BACKBONE_OPTIONS}
-    return name, kwargs
-
-
-def segmenter_args(cfg: TrainConfig, in_channels: int, num_classes: int) -> dict[str, Any]:
-    """Return the ``create_model`` options of ``cfg.model`` for data of these channels/classes.
-
-    ``--backbone`` picks the encoder; ``--backbone-weights`` from a cnnzoo run also brings
-    that run's architecture options (e.g. ``small_input``) so that its weights fit.
-
-    Raises:
-        CnnzooError: for a model without a backbone given ``--backbone``, a backbone that
-            differs from the weights' architecture, or options that contradict the data.
-    """
-    info = model_info(cfg.model)
-    params = inspect.signature(info.builder).parameters
-    for key, value in (("in_channels", in_channels), ("num_classes", num_classes)):
-        if key in cfg.model_kwargs and cfg.model_kwargs[key] != value:
-            raise CnnzooError(
-                f"model option {key}={cfg.model_kwargs[key]} does not match the data, which "
-                f"has {value}; drop the option"
-            )
-    args: dict[str, Any] = {}
-    backbone = cfg.backbone
-    if cfg.backbone_weights is not None:
-        source, source_kwargs = backbone_source(cfg.backbone_weights)
-        if source is not None and backbone is not None and source != backbone:
-            raise CnnzooError(
-                f"--backbone {backbone} does not match --backbone-weights "
-                f"{cfg.backbone_weights}, which holds a {source}; drop --backbone or pick "
-                "weights of that architecture"
-            )
-        backbone = backbone or source
-        if "backbone" in params:
-            args.update(source_kwargs)
-        elif info.family != "segnet":
-            raise CnnzooError(
-                f"{cfg.model} has no pre-trainable encoder: --backbone-weights applies to "
-                "models with a backbone (fcn*, pspnet, encdec) and to segnet (a vgg*_bn run)"
-            )
-    if backbone is not None:
-        if "backbone" in params:
-            args["backbone"] = backbone
-        elif cfg.backbone_weights is None:
-            raise CnnzooError(
-                f"{cfg.model} has no backbone option: it builds its own encoder (drop --backbone)"
-            )
-    args.update(cfg.model_kwargs)
-    args.update(num_classes=num_classes, in_channels=in_channels)
-    return args
-
-
-def load_backbone_weights(
-    model: torch.nn.Module, path: str, backbone: str | None = None
-) -> dict[str, Any]:
-    """Fill a segmentation model's encoder with classification weights.
-
-    Models with a ``backbone`` (a features-only classifier) load the weights into it;
-    SegNet copies a ``vgg*_bn`` classifier's convolutions into its encoder. A different
-    number of input channels is adapted in the first convolution, the classifier head is
-    not needed.
-
-    Args:
-        model: the segmentation model.
-        path: a cnnzoo run directory, ``.safetensors`` or torchvision ``.pth``.
-        backbone: the weights' architecture, when ``path`` does not say (SegNet only).
-
-    Returns:
-        A summary (tensors loaded, adapted convolution) for ``config.yaml``.
-
-    Raises:
-        CnnzooError: for weights that do not fit the encoder, or a model without one.
-    """
-    from cnnzoo.models.features import FeatureExtractor
-    from cnnzoo.models.weights import load_weights
-
-    encoder = getattr(model, "backbone", None)
-    if isinstance(encoder, FeatureExtractor):
-        report = load_weights(encoder, path)
-        return {"path": str(path), "loaded": report.loaded, "adapted_conv": report.adapted_conv}
-    if hasattr(model, "load_vgg_encoder"):
-        name, kwargs = backbone_source(path)
-        name = name or backbone
-        if name is None:
-            raise CnnzooError(
-                f"--backbone-weights {path} does not say which VGG it holds: pass --backbone "
-                "vgg16_bn (or the vgg*_bn it is)"
-            )
-        in_channels = model.encoder[0].convs[0].conv.in_channels  # type: ignore[index,union-attr]
-        vgg = create_model(name, in_channels=in_channels, **kwargs)
-        report = load_weights(vgg, path)
-        model.load_vgg_encoder(vgg)  # type: ignore[operator]
-        return {"path": str(path), "loaded": report.loaded, "adapted_conv": report.adapted_conv}
-    raise CnnzooError(f"{type(model).__name__} has no encoder to load classification weights into")
 
 
 class OverlaySnapshots(Callback):
@@ -220,6 +96,8 @@ def segmentation_job(cfg: TrainConfig) -> Job:
             flag = "--" + option.replace("_", "-")
             hint = " (use --input-size H W)" if option == "image_size" else ""
             raise CnnzooError(f"{flag} is a classification option; {cfg.model} segments{hint}")
+    if cfg.images is not None:
+        raise CnnzooError(f"--images is a detection option (coco:ANN.json); {cfg.model} segments")
     if cfg.loss != "cross_entropy" or cfg.label_smoothing:
         raise CnnzooError("segmentation trains with pixel-wise cross-entropy (+ --dice-weight)")
     data = SegmentationData(
@@ -245,7 +123,7 @@ def segmentation_job(cfg: TrainConfig) -> Job:
             f"--class-weights has {len(cfg.class_weights)} values for {spec.num_classes} "
             f"classes ({', '.join(spec.class_names)})"
         )
-    model_args = segmenter_args(cfg, spec.in_channels, spec.num_classes)
+    model_args = backbone_model_args(cfg, spec.in_channels, spec.num_classes)
     model = create_model(cfg.model, **model_args)
     notes: dict[str, Any] = {}
     if cfg.backbone_weights is not None:
@@ -280,11 +158,11 @@ def segmentation_job(cfg: TrainConfig) -> Job:
 
 def write_segmentation_plots(run: RunDir, cfg: TrainConfig, result: TrainResult, job: Job) -> None:
     """Write ``plots/class_iou.png`` and ``plots/test_overlays.png`` of a finished run."""
-    from cnnzoo.viz.segmentation import plot_class_iou
+    from cnnzoo.viz.bars import plot_class_bars
 
     if result.class_iou is not None:
         iou = torch.nan_to_num(result.class_iou, nan=0.0)
-        plot_class_iou(iou, result.class_names, run.plots / "class_iou.png",
+        plot_class_bars(iou, result.class_names, run.plots / "class_iou.png",
                        title=f"{cfg.model}: test IoU per class")  # fmt: skip
     data = job.data
     if isinstance(data, SegmentationData) and data.has_split("test") and cfg.snapshots > 0:

@@ -3,7 +3,8 @@
 The loop, the checkpoints, the run directory and DDP are shared by every task; what differs
 (data module, model fitting, LightningModule, metric to monitor, plots) is a :class:`Job`
 built by the task's builder: :func:`classification_job` here,
-:func:`cnnzoo.workflows.segmentation.segmentation_job` for segmentation.
+:func:`cnnzoo.workflows.segmentation.segmentation_job` for segmentation and
+:func:`cnnzoo.workflows.detection.detection_job` for detection.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "segmentation": {
         "batch_size": 16, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "aux_weight": 0.4,
+    },
+    "detection": {
+        "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4, "aux_weight": 0.0,
     },
 }  # fmt: skip
 """Values of the options left unset (None), per task."""
@@ -90,6 +94,7 @@ class TrainConfig:
     dice_weight: float = 0.0
     class_weights: list[float] | None = None
     snapshots: int = 4
+    images: str | None = None
 
     def resolved(self, task: str) -> TrainConfig:
         """Return a copy with the options left unset filled with ``task``'s defaults."""
@@ -231,10 +236,12 @@ def classification_job(cfg: TrainConfig) -> Job:
         CnnzooError: for bad data, options that do not fit the model, or segmentation-only
             options.
     """
-    for option in ("backbone", "backbone_weights", "input_size", "class_weights"):
+    for option in ("backbone", "backbone_weights", "input_size", "class_weights", "images"):
         if getattr(cfg, option) is not None:
             flag = "--" + option.replace("_", "-")
-            raise CnnzooError(f"{flag} is a segmentation option; {cfg.model} is a classifier")
+            raise CnnzooError(
+                f"{flag} is a segmentation/detection option; {cfg.model} is a classifier"
+            )
     data = ClassificationData(
         cfg.data,
         data_dir=cfg.data_dir,
@@ -291,7 +298,8 @@ def build_job(cfg: TrainConfig) -> Job:
     """Return the :class:`Job` of ``cfg.model``'s task (``cfg`` with its defaults resolved).
 
     Raises:
-        CnnzooError: for an unknown model, or a task ``cnnzoo train`` does not train yet.
+        CnnzooError: for an unknown model, a task ``cnnzoo train`` does not train yet, or
+            bad data and options for the task.
     """
     task = model_info(cfg.model).task
     if task == "classification":
@@ -300,6 +308,10 @@ def build_job(cfg: TrainConfig) -> Job:
         from cnnzoo.workflows.segmentation import segmentation_job
 
         return segmentation_job(cfg)
+    if task == "detection":
+        from cnnzoo.workflows.detection import detection_job
+
+        return detection_job(cfg)
     raise CnnzooError(f"{cfg.model!r} is a {task} model; `cnnzoo train` cannot train those yet")
 
 
@@ -309,8 +321,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     Options left unset (None) take the defaults of the model's task (:data:`TASK_DEFAULTS`).
 
     Returns:
-        The final metrics (``test/accuracy`` or ``test/miou`` …), training seconds and the
-        run directory.
+        The final metrics (``test/accuracy``, ``test/miou`` or ``test/map_50`` …), training
+        seconds and the run directory.
 
     Raises:
         CnnzooError: for bad options or data, an existing run directory (without
@@ -389,6 +401,12 @@ def write_outputs(
             name: None if torch.isnan(v) else round(float(v), 6)
             for name, v in zip(result.class_names, result.class_iou, strict=True)
         }
+    class_ap = getattr(job.module, "last_class_ap", None)
+    if class_ap is not None:
+        extra["class_ap"] = {
+            name: None if v != v else round(float(v), 6)
+            for name, v in zip(result.class_names, class_ap, strict=True)
+        }
     run.save_model(
         job.model,
         {
@@ -421,6 +439,10 @@ def write_outputs(
         from cnnzoo.workflows.segmentation import write_segmentation_plots
 
         write_segmentation_plots(run, cfg, result, job)
+    elif job.task_name == "detection":
+        from cnnzoo.workflows.detection import write_detection_plots
+
+        write_detection_plots(run, cfg, result, job)
     elif result.confusion is not None:
         from cnnzoo.viz.confusion import plot_confusion_matrix
 

@@ -41,6 +41,24 @@ def _check_wh(wh: Tensor) -> Tensor:
     return wh.double()
 
 
+def uniform_anchors(wh: Tensor, k: int) -> Tensor:
+    """The baseline k-means must beat: ``k`` squares whose sides are evenly spaced between the
+    smallest and the largest ``sqrt(w h)`` of the boxes.
+
+    Returns:
+        ``(k, 2)`` float32 anchors sorted by area.
+
+    Raises:
+        CnnzooError: for ``k < 1``, bad shapes or non-positive sizes.
+    """
+    x = _check_wh(wh)
+    if k < 1:
+        raise CnnzooError(f"k must be >= 1, got {k}")
+    side = (x[:, 0] * x[:, 1]).sqrt()
+    sides = torch.linspace(float(side.min()), float(side.max()), k)
+    return torch.stack([sides, sides], 1).float()
+
+
 def kmeans_anchors(wh: Tensor, k: int, iters: int = 300, seed: int = 0) -> tuple[Tensor, float]:
     """Cluster box sizes into ``k`` anchors with the ``1 - IoU`` distance.
 

@@ -24,8 +24,6 @@ Departures: the sum replaces concatenation in the top-down path; the objectness 
 at ``log(0.01 / 0.99)`` (a prior of 1%, as in RetinaNet) so the many negatives do not
 dominate the first steps; Darknet's ``(2 - w h)`` box-size scaling is not used.
 
-Decoding: YOLOv1 scores a (box, class) pair by ``confidence x Pr(class | object)``, YOLOv3 by
-
 Decoding scores a (box, class) pair by ``sigmoid(objectness) x sigmoid(class logit)``, then
 :func:`~cnnzoo.models.detection.postprocess.score_candidates` (threshold, class-aware NMS,
 top-k) on the boxes clipped to the image.

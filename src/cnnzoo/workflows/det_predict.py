@@ -1,0 +1,126 @@
+"""``cnnzoo predict`` with a detection run: a PNG with the boxes drawn and a JSON of the
+detections per image."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from cnnzoo.data.transforms import normalize_batch
+from cnnzoo.errors import CnnzooError
+from cnnzoo.rundir import RunDir, atomic_write_text
+
+
+@dataclass
+class DetPrediction:
+    """The files written for one image and what was found in it."""
+
+    file: Path
+    boxes_png: Path
+    json_file: Path
+    detections: list[dict[str, Any]]  # {"label", "class", "score", "box": [x1, y1, x2, y2]}
+
+
+def _outputs(out_dir: Path, file: Path, overwrite: bool) -> tuple[Path, Path]:
+    png, js = out_dir / f"{file.stem}_boxes.png", out_dir / f"{file.stem}.json"
+    if not overwrite:
+        for path in (png, js):
+            if path.exists():
+                raise CnnzooError(f"{path} exists: pass --overwrite or another --out")
+    return png, js
+
+
+@torch.no_grad()
+def predict_detection(
+    run_or_weights: str | Path,
+    files: list[str | Path],
+    out_dir: str | Path,
+    conf: float = 0.3,
+    iou: float = 0.5,
+    max_detections: int = 100,
+    overwrite: bool = False,
+) -> list[DetPrediction]:
+    """Detect objects in image files with a trained run.
+
+    Each image is converted to the model's channels, resized to the run's input size when it
+    was trained with one, normalised as in training; the boxes are scaled back to the image's
+    own pixels. For ``photo.jpg`` the folder ``out_dir`` gets ``photo_boxes.png`` (the image
+    with every detection drawn, class and score in the caption) and ``photo.json``::
+
+        {"file": ..., "width": W, "height": H, "model": ...,
+         "detections": [{"label": 3, "class": "Dress", "score": 0.91,
+                         "box": [x1, y1, x2, y2]}, ...]}
+
+    Args:
+        conf: keep detections scoring above this.
+        iou: the NMS IoU threshold.
+        max_detections: most detections kept per image.
+
+    Returns:
+        One :class:`DetPrediction` per file, in order.
+
+    Raises:
+        CnnzooError: for a run that is not a detection run, ``conf`` outside [0, 1), a
+            missing or unreadable image (named), two inputs with the same file name, or an
+            output file that exists (without ``overwrite``).
+    """
+    from PIL import Image
+
+    from cnnzoo.data.folder import load_image
+    from cnnzoo.viz.detection import draw_detections
+
+    if not 0 <= conf < 1:
+        raise CnnzooError(f"--conf must be in [0, 1), got {conf}")
+    run = RunDir.open(run_or_weights)
+    model, spec = run.load_model()
+    if spec.get("task") != "detection":
+        raise CnnzooError(f"{run.path} is not a detection run")
+    data = spec["data"]
+    names = data["class_names"]
+    size = spec.get("resize_to")
+    out = Path(out_dir)
+    paths = [Path(f) for f in files]
+    stems = [p.stem for p in paths]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise CnnzooError(
+            f"several inputs are named {duplicates[0]!r}: their outputs would overwrite each "
+            "other; predict them into different --out folders"
+        )
+    for path in paths:
+        if not path.is_file():
+            raise CnnzooError(f"image not found: {path}")
+        _outputs(out, path, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path in paths:
+        image = load_image(path, data["in_channels"])
+        h, w = image.shape[-2:]
+        x = normalize_batch(image[None], tuple(data["mean"]), tuple(data["std"]))
+        if size is not None:
+            x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True)
+        found = model.decode(model(x), tuple(x.shape[-2:]), conf, iou, max_detections)[0]
+        scale = torch.tensor([w / x.shape[-1], h / x.shape[-2]] * 2)
+        boxes = found["boxes"].float() * scale
+        detections = [
+            {
+                "label": int(c),
+                "class": names[int(c)],
+                "score": round(float(s), 4),
+                "box": [round(float(v), 2) for v in b],
+            }
+            for b, s, c in zip(boxes, found["scores"], found["labels"], strict=True)
+        ]
+        png, js = _outputs(out, path, overwrite)
+        drawn = draw_detections(image, boxes, found["labels"], names, found["scores"])
+        Image.fromarray(drawn).save(png)
+        record = {"file": str(path), "width": int(w), "height": int(h), "model": spec["model"],
+                  "detections": detections}  # fmt: skip
+        atomic_write_text(js, json.dumps(record, indent=1) + "\n")
+        results.append(DetPrediction(path, png, js, detections))
+    return results

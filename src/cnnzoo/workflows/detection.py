@@ -1,0 +1,189 @@
+"""Detection runs: the :class:`~cnnzoo.workflows.train.Job` of ``cnnzoo train`` for
+detection models, and the run's pictures (boxes drawn on validation and test images,
+AP per class)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from cnnzoo.data.det_datamodule import DetectionData, DetView
+from cnnzoo.data.detection import detection_collate, parse_det_data
+from cnnzoo.data.transforms import normalize_batch
+from cnnzoo.errors import CnnzooError
+from cnnzoo.registry import create_model, model_info
+from cnnzoo.tasks.detection import DetectionTask
+from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
+
+if TYPE_CHECKING:
+    from cnnzoo.rundir import RunDir
+    from cnnzoo.workflows.train import Job, TrainConfig, TrainResult
+
+logger = logging.getLogger("cnnzoo")
+_NOT_FOR_DETECTION = {
+    "classes": "a classification option",
+    "per_class": "a classification option",
+    "weights": "a classification option (use --backbone-weights for the backbone)",
+    "strategy": "a classification option",
+    "image_size": "a classification option (use --input-size H W)",
+    "class_weights": "a segmentation option",
+}
+
+
+@torch.no_grad()
+def save_detections(
+    module: DetectionTask,
+    data: DetectionData,
+    view: DetView,
+    count: int,
+    path: Path,
+    class_names: list[str],
+    title: str,
+    min_score: float = 0.3,
+) -> Path:
+    """Detect on the first ``count`` items of ``view``; save truth | prediction rows.
+
+    Only detections scoring at least ``min_score`` are drawn.
+
+    Returns:
+        The PNG written.
+    """
+    from cnnzoo.viz.detection import plot_detections
+
+    samples = [view[i] for i in range(min(count, len(view)))]
+    images, targets = detection_collate(samples)
+    was_training = module.training
+    module.eval()
+    device = next(module.parameters()).device
+    x = normalize_batch(images, data.spec.mean, data.spec.std).to(device)
+    preds = module.predict(x)
+    module.train(was_training)
+    kept = []
+    for p in preds:
+        keep = p["scores"] >= min_score
+        kept.append({k: v[keep].cpu() for k, v in p.items()})
+    crops = [tuple(image.shape[-2:]) for image, _ in samples]
+    return plot_detections(
+        [images[i, :, :h, :w] for i, (h, w) in enumerate(crops)],
+        targets,
+        kept,
+        class_names,
+        path,
+        title,
+    )
+
+
+class DetectionSnapshots(Callback):
+    """After each validation, draw the boxes found on the first ``count`` validation images
+    next to the truth: ``plots/detections/epoch_NNN.png``."""
+
+    def __init__(self, folder: Path, count: int, class_names: list[str], title: str) -> None:
+        self.folder = folder
+        self.count = count
+        self.class_names = class_names
+        self.title = title
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking or self.count <= 0:
+            return
+        data = trainer.datamodule  # type: ignore[attr-defined]
+        if not isinstance(data, DetectionData) or not data.has_split("val"):
+            return
+        assert isinstance(pl_module, DetectionTask)
+        epoch = trainer.current_epoch + 1
+        save_detections(pl_module, data, data.splits["val"], self.count,
+                        self.folder / f"epoch_{epoch:03d}.png", self.class_names,
+                        f"{self.title}, epoch {epoch}")  # fmt: skip
+
+
+def detection_job(cfg: TrainConfig) -> Job:
+    """Data, model and LightningModule of a detection run.
+
+    Raises:
+        CnnzooError: for bad data or options (those of other tasks included).
+    """
+    from cnnzoo.workflows.train import Job
+
+    for option, why in _NOT_FOR_DETECTION.items():
+        if getattr(cfg, option) is not None:
+            flag = "--" + option.replace("_", "-")
+            raise CnnzooError(f"{flag} is {why}; {cfg.model} detects objects")
+    if cfg.loss != "cross_entropy" or cfg.label_smoothing or cfg.dice_weight:
+        raise CnnzooError(
+            f"{cfg.model} trains with its own compound loss: set its weights with "
+            "--model-arg cls_weight=... / box_weight=... instead of --loss, "
+            "--label-smoothing or --dice-weight"
+        )
+    if cfg.images is not None and parse_det_data(cfg.data)[0] != "coco":
+        raise CnnzooError(f"--images is for coco:ANN.json data; {cfg.data!r} says where its are")
+    data = DetectionData(
+        cfg.data,
+        data_dir=cfg.data_dir,
+        batch_size=cfg.batch_size,  # type: ignore[arg-type]
+        input_size=cfg.input_size,
+        augment=cfg.augment,
+        val_fraction=cfg.val_fraction,
+        subset=cfg.subset,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+        images_dir=cfg.images,
+    )
+    spec = data.spec
+    info = model_info(cfg.model)
+    if min(spec.image_size) < info.min_input_size:
+        raise CnnzooError(
+            f"{cfg.model} needs inputs of at least {info.min_input_size}x{info.min_input_size}; "
+            f"the data is {spec.image_size[0]}x{spec.image_size[1]}: pass --input-size"
+        )
+    model_args = backbone_model_args(cfg, spec.in_channels, spec.num_classes)
+    model = create_model(cfg.model, **model_args)
+    report = getattr(data.splits["train"].base, "report", None)
+    notes: dict[str, Any] = {}
+    if report is not None and (report.clipped or report.dropped):
+        notes["train_boxes"] = str(report)
+        logger.warning("training annotations: %s", report)
+    if cfg.backbone_weights is not None:
+        notes["backbone_weights"] = load_backbone_weights(model, cfg.backbone_weights, cfg.backbone)
+        logger.info("backbone weights: %s", notes["backbone_weights"])
+    module = DetectionTask(
+        model,
+        num_classes=spec.num_classes,
+        optimizer=cfg.optimizer,  # type: ignore[arg-type]
+        lr=cfg.lr,  # type: ignore[arg-type]
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,  # type: ignore[arg-type]
+        scheduler=cfg.scheduler,
+        channels_last=cfg.channels_last,
+    )
+    callbacks: list[Callback] = []
+    if cfg.snapshots > 0:
+        from cnnzoo.rundir import RunDir
+
+        folder = RunDir(cfg.out).plots / "detections"
+        callbacks.append(DetectionSnapshots(folder, cfg.snapshots, spec.class_names, cfg.model))
+    return Job(
+        "detection", data, model, module, spec, model_args, data.input_size,
+        monitor="val/map", columns=("loss", "map", "map_50"), callbacks=callbacks, notes=notes,
+    )  # fmt: skip
+
+
+def write_detection_plots(run: RunDir, cfg: TrainConfig, result: TrainResult, job: Job) -> None:
+    """Write ``plots/class_ap.png`` and ``plots/test_detections.png`` of a finished run."""
+    from cnnzoo.viz.bars import plot_class_bars
+
+    module = job.module
+    assert isinstance(module, DetectionTask)
+    if module.last_class_ap is not None:
+        plot_class_bars(module.last_class_ap, result.class_names, run.plots / "class_ap.png",
+                        title=f"{cfg.model}: test AP@[.5:.95] per class", xlabel="AP")  # fmt: skip
+    data = job.data
+    if isinstance(data, DetectionData) and data.has_split("test") and cfg.snapshots > 0:
+        save_detections(module, data, data.splits["test"], cfg.snapshots,
+                        run.plots / "test_detections.png", result.class_names,
+                        f"{cfg.model} on {cfg.data} (test)")  # fmt: skip
