@@ -73,7 +73,7 @@ def register_experiment(
 
 
 def _ensure_loaded() -> None:
-    from cnnzoo.experiments import seg_cost, transfer, upsampling  # noqa: F401
+    from cnnzoo.experiments import detector_cost, seg_cost, transfer, upsampling  # noqa: F401
 
 
 def list_experiments() -> list[Experiment]:

@@ -27,7 +27,8 @@ import lightning as L
 import torch
 
 from cnnzoo.experiments import ExperimentResult, register_experiment
-from cnnzoo.experiments.upsampling import TrainClock, inference_ms, scenes_data, test_batch
+from cnnzoo.experiments.timing import TrainClock, inference_ms
+from cnnzoo.experiments.upsampling import scenes_data, test_batch
 from cnnzoo.models.base import count_params
 from cnnzoo.registry import create_model
 from cnnzoo.summary import count_macs

@@ -9,27 +9,25 @@ optimisation steps from the same seed(s), and optionally a small U-Net with the 
 modes. Reported: parameters, test mean IoU and pixel accuracy on the scenes' test split,
 training seconds and inference milliseconds per image.
 
-The helpers here (:func:`scenes_data`, :func:`test_batch`, :func:`inference_ms`,
-:class:`TrainClock`) are shared with :mod:`cnnzoo.experiments.seg_cost`.
+The data helpers here (:func:`scenes_data`, :func:`test_batch`) are shared with
+:mod:`cnnzoo.experiments.seg_cost`; the clocks are in :mod:`cnnzoo.experiments.timing`.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
-from lightning.pytorch.callbacks import Callback
-from torch import Tensor, nn
+from torch import Tensor
 
 from cnnzoo.data.seg_datamodule import SegmentationData, pad_collate
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.experiments import ExperimentResult, register_experiment
+from cnnzoo.experiments.timing import TrainClock, inference_ms
 from cnnzoo.models.base import count_params
 from cnnzoo.registry import create_model
 from cnnzoo.tasks.segmentation import SegmentationTask
@@ -109,89 +107,6 @@ def test_batch(data: SegmentationData, n: int) -> tuple[Tensor, Tensor, Tensor]:
     view = data.splits["test"]
     images, masks = pad_collate([view[i] for i in range(min(n, len(view)))])
     return images, normalize_batch(images, data.spec.mean, data.spec.std), masks
-
-
-def inference_ms(
-    model: nn.Module,
-    x: Tensor,
-    precision: str = "32-true",
-    channels_last: bool = False,
-    repeats: int = 5,
-) -> tuple[float, Tensor]:
-    """Time ``model`` on the batch ``x`` in eval mode, after one warm-up pass.
-
-    Subnormal floats are flushed to zero first (barely trained nets hit them, and they are
-    ~100x slower on x86). bf16 autocast is used when ``precision`` starts with "bf16".
-
-    Returns:
-        ``(median milliseconds per image over repeats, the logits of the last pass as float)``.
-    """
-    torch.set_flush_denormal(True)
-    model.eval()
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    times = []
-    with (
-        torch.inference_mode(),
-        torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.startswith("bf16")),
-    ):
-        logits = model(x)
-        for _ in range(max(1, repeats)):
-            start = time.perf_counter()
-            logits = model(x)
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times) / len(x), logits.float()
-
-
-class TrainClock(Callback):
-    """Measure training seconds; with ``budget_s``, stop training once it is spent.
-
-    With a budget the learning rate also decays linearly with the elapsed time, from each
-    group's initial rate to ``final_fraction`` of it, so that every model ends its budget
-    annealed whatever its step time (use it with ``scheduler="none"``).
-
-    Attributes:
-        seconds: training wall time (first batch to the end of training).
-        steps: optimisation steps done.
-    """
-
-    def __init__(self, budget_s: float | None = None, final_fraction: float = 0.05) -> None:
-        self.budget_s = budget_s
-        self.final_fraction = final_fraction
-        self.seconds = 0.0
-        self.steps = 0
-        self._start = 0.0
-        self._base: list[float] = []
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
-        self._base = [g["lr"] for g in trainer.optimizers[0].param_groups]
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        if self.budget_s is None:
-            return
-        done = min(1.0, (time.perf_counter() - self._start) / self.budget_s)
-        scale = 1 - (1 - self.final_fraction) * done
-        for group, base in zip(trainer.optimizers[0].param_groups, self._base, strict=True):
-            group["lr"] = base * scale
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        self.steps = trainer.global_step
-        if self.budget_s is not None and time.perf_counter() - self._start >= self.budget_s:
-            trainer.should_stop = True
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.seconds = time.perf_counter() - self._start
-        self.steps = trainer.global_step
 
 
 # -- the experiment ---------------------------------------------------------------------------
