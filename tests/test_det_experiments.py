@@ -1,0 +1,62 @@
+"""The detector-cost experiment, with tiny settings: one pass is far cheaper than windows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cnnzoo.experiments import list_experiments, run_experiment
+
+TINY = {"backbone": "convnet", "widths": (8, 16, 16)}
+
+
+@pytest.fixture(scope="module")
+def tiny_scenes(tmp_path_factory):
+    from cnnzoo.data.scenes import generate_scenes
+
+    root = tmp_path_factory.mktemp("scenes") / "tiny"
+    generate_scenes(root, n_train=16, n_test=4, size=48)
+    return "scenes:" + str(root)
+
+
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_detector_cost_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes, one_thread):
+    import cnnzoo.experiments.detector_cost as cost
+
+    tiny = cost.DetCostSettings(
+        models={
+            "sliding_window": {**TINY, "crop_size": 16},
+            "fast_rcnn": {**TINY, "head_channels": 32, "anchor_sizes": (12, 24)},
+            "yolov3": {**TINY, "neck_channels": 16},
+        },
+        train_seconds=1.0, batch_size=8, test_images=4, infer_images=2, infer_repeats=1,
+        precision="32-true", channels_last=False,
+    )  # fmt: skip
+    monkeypatch.setattr(cost, "QUICK", tiny)
+    monkeypatch.setattr(cost, "_dataset", lambda: tiny_scenes)
+    assert "detector-cost" in [e.name for e in list_experiments()]
+    result = run_experiment("detector-cost", out=tmp_path / "dc", quick=True)
+    by = {r["model"]: r for r in result.rows}
+    assert list(by) == ["sliding_window", "fast_rcnn", "yolov3"]
+    for row in result.rows:
+        assert 0.0 <= row["test_map_50"] <= 1.0 and 0.0 <= row["test_map"] <= 1.0
+        assert row["steps"] >= 1 and row["inference_ms_per_image"] > 0
+    # every window of a 48x48 image is one CNN evaluation
+    windows = cost.create_model("sliding_window", num_classes=10, **TINY).num_windows((48, 48))
+    assert by["sliding_window"]["evaluations_per_image"] == windows > 100
+    assert by["yolov3"]["evaluations_per_image"] == 1
+    assert 1 < by["fast_rcnn"]["evaluations_per_image"] <= 101
+    assert by["sliding_window"]["macs_per_image"] > 10 * by["yolov3"]["macs_per_image"]
+    payload = json.loads((tmp_path / "dc" / "results.json").read_text())
+    assert payload["rows"] == result.rows
+    assert (tmp_path / "dc" / "detector_cost.png").stat().st_size > 5000
+    assert "windows per image" in result.notes
