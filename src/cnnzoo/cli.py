@@ -161,9 +161,10 @@ def _print_metrics(title: str, metrics: dict[str, float], extra: dict[str, Any])
 
 
 DATA_HELP = (
-    "classification: fashion-mnist, fashion-mnist-mini or an image folder; "
-    "segmentation: scenes, voc:PATH, cityscapes:PATH or masks:PATH; "
-    "detection: scenes, coco:ANN.json, voc:PATH or yolo:DATA.yaml"
+    "classification, autoencoders, VAE, DCGAN: fashion-mnist, fashion-mnist-mini or an image "
+    "folder; segmentation: scenes, voc:PATH, cityscapes:PATH or masks:PATH; detection: "
+    "scenes, coco:ANN.json, voc:PATH or yolo:DATA.yaml; translation: unpaired:PATH, "
+    "paired:PATH, fmnist-edges, fmnist-invert, fmnist-shoes"
 )
 
 
@@ -249,6 +250,14 @@ def train(
     images: Annotated[
         str | None, typer.Option(help="detection, coco:ANN.json: the images folder")
     ] = None,
+    latent: Annotated[int | None, typer.Option(help="AE/VAE/GAN: latent code size")] = None,
+    beta: Annotated[float | None, typer.Option(help="VAE: weight of the KL term")] = None,
+    denoise: Annotated[
+        str | None, typer.Option(help="AE: input noise, gaussian:0.3, saltpepper:0.1, mask:0.25")
+    ] = None,
+    decay_start: Annotated[
+        float, typer.Option(help="GANs: fraction of epochs before the lr decays linearly to 0")
+    ] = 1.0,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -337,6 +346,12 @@ def eval_(
         return
     if task == "detection":
         _eval_detection(run, data, data_dir, split, batch_size or 16, voc07, images)
+        return
+    if task in ("reconstruction", "generation", "translation"):
+        from cnnzoo.workflows.gen_evaluate import evaluate_reconstruction
+
+        values = evaluate_reconstruction(run, data, data_dir, split, batch_size)
+        _print_metrics(f"{run} ({split})", values, {})
         return
     from cnnzoo.workflows.evaluate import evaluate
 
@@ -445,6 +460,44 @@ def predict(
     for p in run_predict(run, images, topk=topk):
         ranked = "\t".join(f"{c} {q:.3f}" for c, q in zip(p.classes, p.probs, strict=True))
         typer.echo(f"{p.file}\t{ranked}")  # tab-separated: easy to read and to parse
+
+
+@app.command()
+@clear_errors
+def sample(
+    run: Annotated[str, typer.Argument(help="a VAE or GAN run directory")],
+    n: Annotated[int, typer.Option("-n", help="number of images")] = 64,
+    out: Annotated[str, typer.Option(help="the PNG grid written")] = "samples.png",
+    interpolate: Annotated[
+        bool, typer.Option(help="rows walking the latent space between two codes")
+    ] = False,
+    steps: Annotated[int, typer.Option(help="interpolation: images per row")] = 10,
+    label: Annotated[int | None, typer.Option(help="conditional GAN: the class")] = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> None:
+    """New images from a VAE or GAN run, as a PNG grid."""
+    from cnnzoo.workflows.sample import sample as run_sample
+
+    path = run_sample(run, out, n=n, seed=seed, interpolate=interpolate, steps=steps,
+                      label=label, overwrite=overwrite)  # fmt: skip
+    console.print(f"wrote {path}")
+
+
+@app.command()
+@clear_errors
+def translate(
+    run: Annotated[str, typer.Argument(help="an image-translation run (cyclegan, pix2pix...)")],
+    images: Annotated[list[str], typer.Argument(help="image files")],
+    out: Annotated[str, typer.Option(help="output PNG (one image) or folder")] = "translated",
+    direction: Annotated[str, typer.Option(help="AB or BA (unpaired models)")] = "AB",
+    overwrite: bool = False,
+) -> None:
+    """Translate images from domain A to B (or B to A) with a trained translation run."""
+    from cnnzoo.workflows.sample import translate as run_translate
+
+    for path in run_translate(run, images, out, direction=direction, overwrite=overwrite):
+        console.print(f"wrote {path}")
 
 
 @app.command()

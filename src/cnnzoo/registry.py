@@ -17,7 +17,14 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 
-TASKS = ("classification", "segmentation", "detection", "reconstruction", "generative")
+TASKS = (
+    "classification",
+    "segmentation",
+    "detection",
+    "reconstruction",
+    "generation",
+    "translation",
+)
 
 
 @dataclass(frozen=True)

@@ -107,15 +107,26 @@ def model_cost(name: str) -> tuple[int, int]:
     """Return (parameters, MACs) of a registered model at its default input size.
 
     The model is built on the meta device, so no memory is allocated and no weights are
-    initialised: fast enough to tabulate the whole registry.
+    initialised: fast enough to tabulate the whole registry. Models whose forward depends on
+    data (Fast R-CNN's proposals) are built and run on the CPU with a zero image instead.
     """
     from cnnzoo.registry import create_model, model_info
 
     info = model_info(name)
-    with torch.device("meta"):
-        model = create_model(name, in_channels=info.input_size[0])
-        params = sum(p.numel() for p in model.parameters())
-        model.eval()
-        with FlopCounterMode(display=False) as counter:
-            model(torch.empty(1, *info.input_size))
-    return params, counter.get_total_flops() // 2
+
+    def measure(device: str) -> tuple[int, int]:
+        with torch.device(device):
+            model = create_model(name, in_channels=info.input_size[0])
+            params = sum(p.numel() for p in model.parameters())
+            model.eval()
+            # a GAN's forward is its generator, which starts from a latent code
+            shape = (model.latent,) if hasattr(model, "generator_step") and hasattr(
+                model, "latent") else info.input_size  # fmt: skip
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(torch.zeros(1, *shape))
+        return params, counter.get_total_flops() // 2
+
+    try:
+        return measure("meta")
+    except (NotImplementedError, RuntimeError):  # data-dependent ops (NMS on proposals)
+        return measure("cpu")

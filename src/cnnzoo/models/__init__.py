@@ -1,3 +1,3 @@
 """Architectures only. Importing this package registers every model."""
 
-from cnnzoo.models import classification, detection, segmentation  # noqa: F401
+from cnnzoo.models import classification, detection, generative, segmentation  # noqa: F401

@@ -15,16 +15,20 @@ def _series(rows: list[dict[str, float]], key: str) -> tuple[list[float], list[f
 
 
 def plot_training_curves(
-    rows: list[dict[str, float]], path: str | Path, title: str = "", metric: str = "accuracy"
+    rows: list[dict[str, float]],
+    path: str | Path,
+    title: str = "",
+    metric: str = "accuracy",
+    first: str = "loss",
 ) -> Path:
-    """Draw the loss and ``metric`` (e.g. accuracy, miou) per epoch from ``metrics.csv`` rows
-    and save a PNG.
+    """Draw ``first`` (the loss) and ``metric`` (e.g. accuracy, miou) per epoch, train and
+    validation, from ``metrics.csv`` rows and save a PNG.
 
     Returns:
         The path written.
     """
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, name in zip(axes, ("loss", metric), strict=True):
+    for ax, name in zip(axes, (first, metric), strict=True):
         for split, style in (("train", "-o"), ("val", "-s")):
             x, y = _series(rows, f"{split}/{name}")
             if x:

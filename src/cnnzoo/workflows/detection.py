@@ -170,6 +170,7 @@ def detection_job(cfg: TrainConfig) -> Job:
     return Job(
         "detection", data, model, module, spec, model_args, data.input_size,
         monitor="val/map", columns=("loss", "map", "map_50"), callbacks=callbacks, notes=notes,
+        train_columns=("loss",),
     )  # fmt: skip
 
 

@@ -152,6 +152,7 @@ def segmentation_job(cfg: TrainConfig) -> Job:
     return Job(
         "segmentation", data, model, module, spec, model_args, data.input_size,
         monitor="val/miou", columns=("loss", "miou", "pixel_accuracy"), callbacks=callbacks,
+        train_columns=("loss",),
         notes=notes,
     )  # fmt: skip
 

@@ -42,8 +42,14 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "detection": {
         "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4, "aux_weight": 0.0,
     },
+    "reconstruction": {
+        "batch_size": 128, "optimizer": "adam", "weight_decay": 0.0, "aux_weight": 0.0,
+    },
+    "generation": {"batch_size": 64, "optimizer": "adam", "weight_decay": 0.0, "aux_weight": 0.0},
+    "translation": {"batch_size": 4, "optimizer": "adam", "weight_decay": 0.0, "aux_weight": 0.0},
 }  # fmt: skip
-"""Values of the options left unset (None), per task."""
+"""Values of the options left unset (None), per task. The generative tasks' learning rate
+is the model's: 1e-3 for autoencoders and VAEs, 2e-4 for GANs."""
 
 
 @dataclass
@@ -95,6 +101,10 @@ class TrainConfig:
     class_weights: list[float] | None = None
     snapshots: int = 4
     images: str | None = None
+    latent: int | None = None
+    beta: float | None = None
+    denoise: str | None = None
+    decay_start: float = 1.0
 
     def resolved(self, task: str) -> TrainConfig:
         """Return a copy with the options left unset filled with ``task``'s defaults."""
@@ -117,6 +127,8 @@ class Job:
     monitor: str
     columns: tuple[str, ...]
     callbacks: list[Callback] = field(default_factory=list)
+    train_columns: tuple[str, ...] | None = None  # metrics logged in training (None: columns)
+    test: bool = True  # run the test loop after training
     trainable: Any = None
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -140,12 +152,17 @@ class EpochTable(Callback):
     """Write ``metrics.csv``: one row per epoch, rewritten atomically after each epoch."""
 
     def __init__(
-        self, path: Path, start: float, metrics: tuple[str, ...] = ("loss", "accuracy")
+        self,
+        path: Path,
+        start: float,
+        metrics: tuple[str, ...] = ("loss", "accuracy"),
+        train_metrics: tuple[str, ...] | None = None,
     ) -> None:
         self.path = path
         self.start = start
-        self.columns = EPOCH_COLUMNS + tuple(
-            f"{split}/{m}" for split in ("train", "val") for m in metrics
+        train = metrics if train_metrics is None else train_metrics
+        self.columns = (
+            EPOCH_COLUMNS + tuple(f"train/{m}" for m in train) + tuple(f"val/{m}" for m in metrics)
         )
         self.rows: list[dict[str, Any]] = []
         if path.is_file():  # resumed run: keep the epochs already done
@@ -312,6 +329,10 @@ def build_job(cfg: TrainConfig) -> Job:
         from cnnzoo.workflows.detection import detection_job
 
         return detection_job(cfg)
+    from cnnzoo.workflows.generative import GENERATIVE_TASKS, generative_job
+
+    if task in GENERATIVE_TASKS:
+        return generative_job(cfg)
     raise CnnzooError(f"{cfg.model!r} is a {task} model; `cnnzoo train` cannot train those yet")
 
 
@@ -345,9 +366,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         if _rank() == 0 and not cfg.resume:
             run.discard_if_empty()  # bad data or options: leave no empty run behind
         raise
-    has_val = job.data.has_split("val")
+    has_val = job.data.has_split("val") and bool(job.monitor)
     start = time.perf_counter()
-    table = EpochTable(run.path / "metrics.csv", start, job.columns)
+    table = EpochTable(run.path / "metrics.csv", start, job.columns, job.train_columns)
     trainer = build_trainer(
         cfg, run, [table, *job.callbacks], monitor=job.monitor if has_val else None
     )
@@ -370,7 +391,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         raise CnnzooError(f"training stopped: {err}; {kept}") from None
     seconds = time.perf_counter() - start
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    if job.data.has_split("test"):
+    if job.test and job.data.has_split("test"):
         test = trainer.test(job.module, datamodule=job.data, verbose=False)[0]
         metrics.update({k: float(v) for k, v in test.items()})
     result = TrainResult(
@@ -433,7 +454,7 @@ def write_outputs(
     if rows:
         plot_training_curves(
             rows, run.plots / "curves.png", title=f"{cfg.model} on {cfg.data}",
-            metric=job.columns[1],
+            metric=job.columns[1], first=job.columns[0],
         )  # fmt: skip
     if job.task_name == "segmentation":
         from cnnzoo.workflows.segmentation import write_segmentation_plots
@@ -443,6 +464,10 @@ def write_outputs(
         from cnnzoo.workflows.detection import write_detection_plots
 
         write_detection_plots(run, cfg, result, job)
+    elif job.task_name in ("reconstruction", "generation", "translation"):
+        from cnnzoo.workflows.generative import write_generative_plots
+
+        write_generative_plots(run, cfg, result, job)
     elif result.confusion is not None:
         from cnnzoo.viz.confusion import plot_confusion_matrix
 

@@ -1,0 +1,145 @@
+"""Adversarial training as a LightningModule: any model of the GAN contract (DCGAN, CycleGAN,
+UNIT, pix2pix, pix2pixHD).
+
+The contract (see :mod:`cnnzoo.models.generative`): ``generator_parameters()`` and
+``discriminator_parameters()`` (two optimisers), ``generator_step(batch) -> (losses, fakes)``
+and ``discriminator_step(batch, fakes) -> losses``, each ``losses`` holding ``"loss"`` (the
+total to minimise) and its weighted components. One training step is the two players'
+alternating updates of Goodfellow et al. 2014: the generator's step (the discriminator frozen)
+then the discriminator's on the same batch and the fakes just made (Lightning's manual
+optimisation). Both use Adam with ``betas = (0.5, 0.999)`` and lr 2e-4 (Radford et al. 2016;
+Zhu et al. 2017). ``decay_start``: the fraction of the epochs after which both learning rates
+decay linearly to 0 (CycleGAN: 100 constant + 100 decaying epochs is 0.5; 1.0 keeps them
+constant).
+
+Images arrive as uint8 and are scaled to [-1, 1] (the generators' tanh range) by
+:func:`prepare`; label maps stay int64. The losses are logged as ``train/g_*`` and
+``train/d_*``; evaluation (FID, L1) is done by the workflow, not here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+
+from cnnzoo.errors import CnnzooError
+from cnnzoo.tasks.classification import NonFiniteLossError
+
+REQUIRED = ("generator_parameters", "discriminator_parameters", "generator_step",
+            "discriminator_step")  # fmt: skip
+
+
+def to_signed(x: Tensor) -> Tensor:
+    """Return uint8 images as floats in [-1, 1]; other dtypes unchanged."""
+    return x.float() / 127.5 - 1 if x.dtype == torch.uint8 else x
+
+
+def prepare(batch: Any) -> dict[str, Tensor]:
+    """Turn a loader batch into the contract's dict: ``(images, labels)`` becomes
+    ``{"image", "label"}``; ``{"A", "B"}`` dicts are kept. uint8 images go to [-1, 1].
+
+    Raises:
+        CnnzooError: for any other batch form.
+    """
+    if isinstance(batch, dict):
+        return {k: to_signed(v) if isinstance(v, Tensor) else v for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return {"image": to_signed(batch[0]), "label": batch[1]}
+    raise CnnzooError(f"a GAN batch is (images, labels) or {{'A', 'B'}}, got {type(batch)}")
+
+
+class GANTask(L.LightningModule):
+    """Train a model of the GAN contract with two Adam optimisers.
+
+    Args:
+        model: the GAN (generator(s) + discriminator(s)).
+        lr: both players' learning rate (``lr_d`` overrides the discriminator's).
+        betas: Adam's betas.
+        decay_start: fraction of the epochs after which the rates decay linearly to 0.
+
+    Raises:
+        CnnzooError: if the model lacks a method of the contract.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 2e-4,
+        lr_d: float | None = None,
+        betas: tuple[float, float] = (0.5, 0.999),
+        decay_start: float = 1.0,
+    ) -> None:
+        super().__init__()
+        missing = [m for m in REQUIRED if not hasattr(model, m)]
+        if missing:
+            raise CnnzooError(
+                f"{type(model).__name__} is not a GAN of the cnnzoo contract: it has no "
+                f"{', '.join(missing)}"
+            )
+        if not 0.0 <= decay_start <= 1.0:
+            raise CnnzooError(f"decay_start must be in [0, 1], got {decay_start}")
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.automatic_optimization = False
+
+    def forward(self, batch: Any) -> Any:
+        """Return the generator step's fakes for ``batch`` (no update)."""
+        return self.model.generator_step(prepare(batch))[1]
+
+    def _set_discriminator_grad(self, flag: bool) -> None:
+        for p in self.model.discriminator_parameters():
+            p.requires_grad_(flag)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        opt_g, opt_d = self.optimizers()  # type: ignore[misc]
+        data = prepare(batch)
+        n = len(next(v for v in data.values() if isinstance(v, Tensor)))
+        self._set_discriminator_grad(False)
+        losses_g, fakes = self.model.generator_step(data)
+        self._check(losses_g["loss"], "generator")
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(losses_g["loss"])
+        opt_g.step()
+        self._set_discriminator_grad(True)
+        losses_d = self.model.discriminator_step(data, fakes)
+        self._check(losses_d["loss"], "discriminator")
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(losses_d["loss"])
+        opt_d.step()
+        for prefix, losses in (("g", losses_g), ("d", losses_d)):
+            for name, value in losses.items():
+                key = f"train/{prefix}_{name}"
+                self.log(key, value.detach().float(), prog_bar=name == "loss", on_step=False,
+                         on_epoch=True, batch_size=n)  # fmt: skip
+
+    def _check(self, loss: Tensor, who: str) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(self.global_step, self.current_epoch, float(loss))
+
+    def on_train_epoch_end(self) -> None:
+        for scheduler in self.lr_schedulers() or []:  # type: ignore[union-attr]
+            scheduler.step()
+        datasets = getattr(self.trainer, "datamodule", None)
+        train = getattr(datasets, "splits", {}).get("train") if datasets is not None else None
+        if hasattr(train, "set_epoch"):  # unpaired data: new partners every epoch
+            train.set_epoch(self.current_epoch + 1)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.model.generator_parameters(), lr=hp.lr, betas=hp.betas)
+        opt_d = torch.optim.Adam(
+            self.model.discriminator_parameters(), lr=hp.lr_d or hp.lr, betas=hp.betas
+        )
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        start = round(hp.decay_start * epochs)
+
+        def factor(epoch: int) -> float:
+            if epoch < start:
+                return 1.0
+            return max(0.0, 1.0 - (epoch - start + 1) / max(1, epochs - start + 1))
+
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in (opt_g, opt_d)]
+        return [opt_g, opt_d], schedulers

@@ -1,0 +1,66 @@
+"""``cnnzoo eval`` of an autoencoder or VAE run: PSNR, SSIM, MSE (and the VAE's ELBO, its
+reconstruction and KL terms) on a split, with the run's input noise when it was denoising."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cnnzoo.errors import CnnzooError
+from cnnzoo.rundir import RunDir
+from cnnzoo.tasks.reconstruction import ReconstructionTask
+from cnnzoo.workflows.assemble import flush_denormals
+from cnnzoo.workflows.evaluate import match_training_data, run_test
+
+
+def evaluate_reconstruction(
+    run_or_weights: str | Path,
+    data: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    batch_size: int | None = None,
+    accelerator: str = "auto",
+) -> dict[str, float]:
+    """Evaluate an autoencoder or VAE run on a split of its data (or ``data``).
+
+    ``batch_size`` defaults to the training's: a denoising run's evaluation noise is seeded
+    per batch, so the same batches reproduce its test metrics exactly.
+
+    Returns:
+        ``{"psnr", "ssim", "mse", "loss", ...}`` (a VAE adds ``"elbo"``, ``"recon"``,
+        ``"kl"`` in nats per image).
+
+    Raises:
+        CnnzooError: for a GAN or translation run (they are not evaluated by reconstruction),
+            a dataset of another number of channels, or a missing split.
+    """
+    from cnnzoo.workflows.generative import RawImages, is_gan
+
+    flush_denormals()
+    run = RunDir.open(run_or_weights)
+    model, spec = run.load_model()
+    if spec.get("task") not in ("reconstruction", "generation") or is_gan(model):
+        raise CnnzooError(
+            f"{run.path} holds a {spec['model']} ({spec.get('task')}): `cnnzoo eval` measures "
+            "autoencoders and VAEs; GAN and translation runs are not evaluated yet (their "
+            "samples are in plots/)"
+        )
+    config = run.read_config()
+    trained_on = spec["data"]
+    data = data or trained_on["name"]
+    same = data == trained_on["name"]
+    dm = RawImages(
+        data, data_dir=data_dir if data_dir is not None else config.get("data_dir"),
+        batch_size=batch_size or int(config.get("batch_size") or 256),
+        val_fraction=config.get("val_fraction", 0.1) if same else 0.1,
+        seed=config.get("seed", 0) if same else 0, augment=False,
+        image_size=trained_on["image_size"][0], channels=trained_on["in_channels"],
+    )  # fmt: skip
+    match_training_data(dm, data, split, {**trained_on, "class_names": dm.spec.class_names})
+    if dm.spec.in_channels != trained_on["in_channels"]:
+        raise CnnzooError(
+            f"{data!r} has {dm.spec.in_channels} channels; the model was trained on "
+            f"{trained_on['in_channels']}"
+        )
+    task = ReconstructionTask(model, noise=config.get("denoise"))
+    metrics = run_test(task, dm, accelerator)
+    return {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("test/")}
