@@ -82,10 +82,12 @@ def leaky_relu() -> nn.Module:
 def init_gan_weights(module: nn.Module, std: float = 0.02) -> None:
     """Initialise convolutions with N(0, std) and norm scales with N(1, std), biases at zero.
 
-    The authors' code for CycleGAN, pix2pix and pix2pixHD (after DCGAN); modifies in place.
+    Radford et al. (DCGAN) sec. 4, kept by the authors' code for CycleGAN, pix2pix and
+    pix2pixHD; linear layers (DCGAN's projection) get N(0, std) too, embeddings keep
+    PyTorch's N(0, 1). Modifies in place.
     """
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)

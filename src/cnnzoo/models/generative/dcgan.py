@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +45,7 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
+from cnnzoo.layers.gan import frozen, init_gan_weights
 from cnnzoo.models.generative.autoencoder import (
     ConvTransposeBnAct,
     check_positive_int,
@@ -64,33 +63,6 @@ START_SIZE = {28: 7, 32: 4, 64: 4}
 """Side of the generator's first map (and the discriminator's last) per supported image size."""
 
 LeakyReLU02 = functools.partial(nn.LeakyReLU, 0.2, inplace=True)
-
-
-def init_weights_dcgan(module: nn.Module) -> None:
-    """Radford et al. sec. 4: weights N(0, 0.02), BN scales N(1, 0.02); biases and BN shifts
-    zero. Label embeddings keep PyTorch's N(0, 1)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, 0.02)
-            nn.init.zeros_(m.bias)
-
-
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Build the graph with ``module``'s parameters not requiring gradients, so a loss
-    computed through it back-propagates to its inputs only; the flags are then restored."""
-    params = [(p, p.requires_grad) for p in module.parameters()]
-    for p, _ in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in params:
-            p.requires_grad_(flag)
 
 
 class DCGANGenerator(nn.Module):
@@ -217,7 +189,7 @@ class DCGAN(nn.Module):
             latent, in_channels, image_size, ngf, num_classes, embed_dim
         )
         self.discriminator = DCGANDiscriminator(in_channels, image_size, ndf, num_classes)
-        init_weights_dcgan(self)
+        init_gan_weights(self)
 
     @property
     def conditional(self) -> bool:
