@@ -26,15 +26,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from classification import machine
+from pretrain import pretrained_backbone
 
 RECIPES: dict[str, dict[str, Any]] = {
-    "yolov3": {"backbone": "resnet18", "epochs": 24, "lr": 2e-3},
-    "ssd": {"backbone": "resnet18", "epochs": 24, "lr": 2e-3},
-    "fast_rcnn": {"backbone": "resnet18", "epochs": 12, "lr": 1e-3},
-    "yolov1": {"backbone": "resnet18", "epochs": 24, "lr": 1e-3},
+    "yolov3": {"pretrained": True, "epochs": 7},
+    "ssd": {"pretrained": True, "epochs": 7},
+    "fast_rcnn": {"pretrained": True, "epochs": 4},
+    "yolov1": {"pretrained": True, "epochs": 7},
+    "yolov3-resnet18": {"model": "yolov3", "backbone": "resnet18", "epochs": 7},
 }
-"""Per model: ``cnnzoo train`` options (every model: scenes, batch 16, AdamW, one-cycle,
-bf16 autocast, channels-last)."""
+"""Per recipe: ``cnnzoo train`` options (every model: scenes, batch 16, AdamW lr 1e-3,
+one-cycle, bf16 autocast, channels-last). ``pretrained``: the backbone starts from the
+Fashion-MNIST classifier of :mod:`pretrain` (``--backbone-weights``), trained once per
+--runs folder; its seconds are in the table."""
 
 
 def inference_speed(run_dir: Path, data: Any, batch_size: int, precision: str) -> float:
@@ -77,11 +81,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "models", nargs="*", default=["yolov3", "ssd", "fast_rcnn"],
-        help="registered detection models (recipes in RECIPES)",
+        help="recipes (RECIPES) or registered detection models",
     )  # fmt: skip
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per model")
+    parser.add_argument("--minutes", type=float, default=6.0, help="training budget per model")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes'")
     parser.add_argument("--lr", type=float, default=None, help="override the recipes'")
+    parser.add_argument(
+        "--pretrained-run", default=None,
+        help="an existing run of benchmarks/pretrain.py's recipe to start from (not retrained)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--precision", default="bf16-mixed")
     parser.add_argument("--accelerator", default="auto")
@@ -106,8 +114,16 @@ def main() -> None:
         recipe.pop("epochs", None)
         lr = args.lr or recipe.pop("lr", None)
         recipe.pop("lr", None)
+        model = recipe.pop("model", name)
+        pretrain_s = 0.0
+        if recipe.pop("pretrained", False):
+            backbone, pretrain_s, accuracy = pretrained_backbone(
+                runs, args.data_dir, args.pretrained_run
+            )
+            recipe["backbone_weights"] = str(backbone)
+            print(f"backbone: {backbone} (Fashion-MNIST test accuracy {accuracy:.4f})")
         cfg = TrainConfig(
-            model=name, data="scenes", data_dir=args.data_dir, out=str(runs / name),
+            model=model, data="scenes", data_dir=args.data_dir, out=str(runs / name),
             epochs=epochs, lr=lr, batch_size=args.batch_size, precision=args.precision,
             channels_last=True, max_time_minutes=args.minutes, accelerator=args.accelerator,
             val_fraction=0.05, snapshots=4, progress=False, num_workers=args.num_workers,
@@ -119,9 +135,11 @@ def main() -> None:
         rows.append(
             {
                 "model": name,
-                "options": {k: v for k, v in recipe.items()},
+                "options": {k: v for k, v in recipe.items() if k != "backbone_weights"}
+                | ({"backbone": "pretrained convnet"} if pretrain_s else {}),
                 "params (M)": round(result.params / 1e6, 2),
                 "epochs": result.epochs,
+                "pretrain s": round(pretrain_s, 1),
                 "train s": round(result.seconds, 1),
                 "train img/s": round(result.steps * args.batch_size / result.seconds, 1),
                 "test mAP@0.5": round(result.metrics["test/map_50"], 4),
@@ -130,8 +148,8 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    columns = ["model", "options", "params (M)", "epochs", "train s", "train img/s",
-               "test mAP@0.5", "test mAP", "infer img/s"]  # fmt: skip
+    columns = ["model", "options", "params (M)", "epochs", "pretrain s", "train s",
+               "train img/s", "test mAP@0.5", "test mAP", "infer img/s"]  # fmt: skip
     lines = [
         f"scenes (2000 train incl. 5 % val, 400 test, 96x96, 10 classes); "
         f"{args.precision}, channels-last, batch {args.batch_size}, AdamW + one-cycle, "

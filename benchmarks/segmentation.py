@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from classification import machine
+from pretrain import pretrained_backbone
 
 RECIPES: dict[str, dict[str, Any]] = {
     "fcn8s": {"backbone": "resnet18", "epochs": 11, "lr": 2e-3},
@@ -40,9 +41,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lr": 2e-3,
     },
     "unet": {"model_kwargs": {"width": 16, "depth": 4}, "epochs": 12, "lr": 3e-3},
+    "fcn8s-pretrained": {"model": "fcn8s", "pretrained": True, "epochs": 12, "lr": 2e-3},
 }
-"""Per model: ``cnnzoo train`` options (every model: scenes, batch 16, AdamW, one-cycle,
-bf16 autocast, channels-last)."""
+"""Per recipe: ``cnnzoo train`` options (every model: scenes, batch 16, AdamW, one-cycle,
+bf16 autocast, channels-last). ``pretrained``: the encoder starts from the Fashion-MNIST
+classifier of :mod:`pretrain` (``--backbone-weights``), trained once per --runs folder; its
+seconds are in the table."""
 
 
 def inference_speed(run_dir: Path, data: Any, batch_size: int, precision: str) -> float:
@@ -94,6 +98,10 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="where the scenes are generated")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--runs", default="runs/bench-seg")
+    parser.add_argument(
+        "--pretrained-run", default=None,
+        help="an existing run of benchmarks/pretrain.py's recipe to start from (not retrained)",
+    )  # fmt: skip
     args = parser.parse_args()
 
     import torch
@@ -113,6 +121,13 @@ def main() -> None:
         lr = args.lr or recipe.pop("lr", None)
         recipe.pop("lr", None)
         model = recipe.pop("model", name)
+        pretrain_s = 0.0
+        if recipe.pop("pretrained", False):
+            backbone, pretrain_s, accuracy = pretrained_backbone(
+                runs, args.data_dir, args.pretrained_run
+            )
+            recipe["backbone_weights"] = str(backbone)
+            print(f"encoder: {backbone} (Fashion-MNIST test accuracy {accuracy:.4f})")
         cfg = TrainConfig(
             model=model, data="scenes", data_dir=args.data_dir, out=str(runs / name),
             epochs=epochs, lr=lr, batch_size=args.batch_size, precision=args.precision,
@@ -126,9 +141,11 @@ def main() -> None:
         rows.append(
             {
                 "model": name,
-                "options": {k: v for k, v in recipe.items()},
+                "options": {k: v for k, v in recipe.items() if k != "backbone_weights"}
+                | ({"backbone": "pretrained convnet"} if pretrain_s else {}),
                 "params (M)": round(result.params / 1e6, 2),
                 "epochs": result.epochs,
+                "pretrain s": round(pretrain_s, 1),
                 "train s": round(result.seconds, 1),
                 "train img/s": round(result.steps * args.batch_size / result.seconds, 1),
                 "test mIoU": round(result.metrics["test/miou"], 4),
@@ -137,8 +154,8 @@ def main() -> None:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    columns = ["model", "options", "params (M)", "epochs", "train s", "train img/s",
-               "test mIoU", "pixel acc", "infer img/s"]  # fmt: skip
+    columns = ["model", "options", "params (M)", "epochs", "pretrain s", "train s",
+               "train img/s", "test mIoU", "pixel acc", "infer img/s"]  # fmt: skip
     lines = [
         f"scenes (2000 train incl. 5 % val, 400 test, 96x96, 11 classes); "
         f"{args.precision}, channels-last, batch {args.batch_size}, AdamW + one-cycle, "
