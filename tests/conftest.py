@@ -12,6 +12,14 @@ from PIL import Image
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def restore_denormals():
+    """Workflows flush subnormal floats to zero (a process-wide CPU flag); give the next
+    test the IEEE default back (hypothesis refuses to draw floats without subnormals)."""
+    yield
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture
 def tiny_cfg(tmp_path: Path):
     """Factory of a fast TrainConfig: the bundled mini set, a few hundred images, no progress."""
