@@ -91,3 +91,11 @@ def test_summary_rows_have_shapes_params_and_macs():
     assert rows["c1"].params == 6 * 25 + 6
     assert rows["c1"].macs == 28 * 28 * 6 * 25
     assert next(iter(rows)) == "c1"  # call order
+
+
+def test_every_registered_model_has_a_cost_for_the_models_table() -> None:
+    # `cnnzoo models` tabulates params and MACs of every entry: none may fail to build or run
+    # at its default input size (GANs from a latent code, Fast R-CNN on the CPU).
+    for name in cnnzoo.list_models():
+        params, macs = model_cost(name)
+        assert params > 0 and macs > 0, name
