@@ -74,6 +74,20 @@ def expected_sizes(name: str, size: int, small_input: bool, stages: int) -> list
             i3 = _out(c3, 3, 2, ceil=True)
         i4 = _out(i3, 3, 2, ceil=True)
         return [c1, c3, i3, i4, _out(i4, 2, 2, ceil=True)]
+    if family in ("mobilenet_v1", "mobilenet_v2", "shufflenet_v1", "shufflenet_v2"):
+        maps = [size, size] if small_input else [_halve(size), _halve(_halve(size))]
+        while len(maps) < stages:
+            maps.append(_halve(maps[-1]))
+        return maps
+    if family == "squeezenet":  # unpadded conv1, ceil-mode 3x3/2 pools
+        if small_input:
+            maps = [size, size]
+        else:
+            conv1 = _out(size, 7 if name == "squeezenet1_0" else 3, 2)
+            maps = [conv1, _out(conv1, 3, 2, ceil=True)]
+        while len(maps) < stages:
+            maps.append(_out(maps[-1], 3, 2, ceil=True))
+        return maps
     raise AssertionError(f"no size arithmetic written for family {family!r} ({name})")
 
 
@@ -85,7 +99,7 @@ def _sizes_for(name: str, small_input: bool) -> tuple[int, int]:
 
 
 # Valid (unpadded) convolutions and pools make these maps smaller than input / reduction.
-NOT_INPUT_OVER_REDUCTION = {"alexnet", "lenet5"}
+NOT_INPUT_OVER_REDUCTION = {"alexnet", "lenet5", "squeezenet1_0", "squeezenet1_1"}
 
 VARIANTS = [(name, False) for name in CLASSIFIERS] + [
     (name, True) for name in ("resnet18", "plain34", "googlenet")

@@ -2,14 +2,18 @@
 
 from cnnzoo.layers.conv import ConvBnAct
 from cnnzoo.layers.inception import Inception
+from cnnzoo.layers.mobile import ChannelShuffle, DepthwiseSeparableConv, InvertedResidual
 from cnnzoo.layers.pyramid import PyramidPooling
 from cnnzoo.layers.residual import BasicBlock, Bottleneck, ProjectionShortcut, ZeroPadShortcut
 
 __all__ = [
     "BasicBlock",
     "Bottleneck",
+    "ChannelShuffle",
     "ConvBnAct",
+    "DepthwiseSeparableConv",
     "Inception",
+    "InvertedResidual",
     "ProjectionShortcut",
     "PyramidPooling",
     "ZeroPadShortcut",

@@ -4,8 +4,11 @@ from cnnzoo.models.classification import (  # noqa: F401
     alexnet,
     googlenet,
     lenet,
+    mobilenet,
     plain,
     resnet,
     resnet_cifar,
+    shufflenet,
+    squeezenet,
     vgg,
 )
