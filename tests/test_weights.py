@@ -290,3 +290,20 @@ def test_without_strict_body_what_fits_is_loaded_and_the_rest_reported() -> None
     assert report.mismatched[0] == "stages.1.0.conv.weight"
     assert torch.equal(model.stages[0][0].conv.weight, source["stages.0.0.conv.weight"])
     assert report.loaded == len(source) - len(report.mismatched)
+
+
+def test_squeezenet_torchvision_weights_with_another_num_classes_keep_the_body(
+    tmp_path: Path,
+) -> None:
+    # SqueezeNet's classifier is the 1x1 convolution conv10, not a linear layer.
+    torch.manual_seed(0)
+    reference = torchvision.models.squeezenet1_1().eval()
+    path = tmp_path / "squeezenet1_1.pth"
+    torch.save(reference.state_dict(), path)
+    model = create_model("squeezenet1_1", num_classes=10, weights=path).eval()
+    assert model.conv10.weight.shape[0] == 10
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.forward_features(x), reference.features(x), atol=1e-4, rtol=1e-4
+        )

@@ -274,14 +274,25 @@ def _head_keys(
 ) -> set[str]:
     """Return the source keys of classifier layers whose number of classes differs.
 
-    A classifier layer is the model's ``classifier_name`` or any other ``nn.Linear`` with
-    ``num_classes`` outputs (GoogLeNet's auxiliary ``fc2``), and it is only dropped when its
-    output size alone differs from the source's.
+    A classifier layer is the model's ``classifier_name`` (an ``nn.Linear``, or SqueezeNet's
+    1x1 ``nn.Conv2d``) or any other ``nn.Linear`` with ``num_classes`` outputs (GoogLeNet's
+    auxiliary ``fc2``), and it is only dropped when its output size alone differs from the
+    source's.
     """
     num_classes = getattr(model, "num_classes", None)
     classifier = getattr(model, "classifier_name", None)
     head_modules = []
     for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and name == classifier:
+            weight = source.get(f"{name}.weight")
+            if (
+                weight is not None
+                and weight.dim() == 4
+                and weight.shape[0] != module.out_channels
+                and weight.shape[1:] == module.weight.shape[1:]
+            ):
+                head_modules.append(name)
+            continue
         if not isinstance(module, nn.Linear):
             continue
         if name != classifier and module.out_features != num_classes:
