@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir, atomic_write_text
+from cnnzoo.workflows.outputs import check_inputs, output_paths
 
 
 @dataclass
@@ -26,13 +27,7 @@ class DetPrediction:
     detections: list[dict[str, Any]]  # {"label", "class", "score", "box": [x1, y1, x2, y2]}
 
 
-def _outputs(out_dir: Path, file: Path, overwrite: bool) -> tuple[Path, Path]:
-    png, js = out_dir / f"{file.stem}_boxes.png", out_dir / f"{file.stem}.json"
-    if not overwrite:
-        for path in (png, js):
-            if path.exists():
-                raise CnnzooError(f"{path} exists: pass --overwrite or another --out")
-    return png, js
+OUTPUTS = ("_boxes.png", ".json")
 
 
 @torch.no_grad()
@@ -84,18 +79,7 @@ def predict_detection(
     names = data["class_names"]
     size = spec.get("resize_to")
     out = Path(out_dir)
-    paths = [Path(f) for f in files]
-    stems = [p.stem for p in paths]
-    duplicates = sorted({s for s in stems if stems.count(s) > 1})
-    if duplicates:
-        raise CnnzooError(
-            f"several inputs are named {duplicates[0]!r}: their outputs would overwrite each "
-            "other; predict them into different --out folders"
-        )
-    for path in paths:
-        if not path.is_file():
-            raise CnnzooError(f"image not found: {path}")
-        _outputs(out, path, overwrite)
+    paths = check_inputs(files, out, OUTPUTS, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     results = []
     for path in paths:
@@ -116,7 +100,7 @@ def predict_detection(
             }
             for b, s, c in zip(boxes, found["scores"], found["labels"], strict=True)
         ]
-        png, js = _outputs(out, path, overwrite)
+        png, js = output_paths(out, path, OUTPUTS, overwrite)
         drawn = draw_detections(image, boxes, found["labels"], names, found["scores"])
         Image.fromarray(drawn).save(png)
         record = {"file": str(path), "width": int(w), "height": int(h), "model": spec["model"],

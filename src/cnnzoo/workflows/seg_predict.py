@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
+from cnnzoo.workflows.outputs import check_inputs, output_paths
 
 
 @dataclass
@@ -23,13 +24,7 @@ class SegPrediction:
     areas: dict[str, float]  # class name -> fraction of the image, largest first
 
 
-def _outputs(out_dir: Path, file: Path, overwrite: bool) -> tuple[Path, Path]:
-    label, blended = out_dir / f"{file.stem}_label.png", out_dir / f"{file.stem}_overlay.png"
-    if not overwrite:
-        for path in (label, blended):
-            if path.exists():
-                raise CnnzooError(f"{path} exists: pass --overwrite or another --out")
-    return label, blended
+OUTPUTS = ("_label.png", "_overlay.png")
 
 
 @torch.no_grad()
@@ -67,18 +62,7 @@ def predict_segmentation(
     names = data["class_names"]
     size = spec.get("resize_to")
     out = Path(out_dir)
-    paths = [Path(f) for f in files]
-    stems = [p.stem for p in paths]
-    duplicates = sorted({s for s in stems if stems.count(s) > 1})
-    if duplicates:
-        raise CnnzooError(
-            f"several inputs are named {duplicates[0]!r}: their outputs would overwrite each "
-            "other; predict them into different --out folders"
-        )
-    for path in paths:
-        if not path.is_file():
-            raise CnnzooError(f"image not found: {path}")
-        _outputs(out, path, overwrite)
+    paths = check_inputs(files, out, OUTPUTS, overwrite)
     results = []
     for path in paths:
         image = load_image(path, data["in_channels"])
@@ -90,7 +74,7 @@ def predict_segmentation(
         if tuple(logits.shape[-2:]) != (h, w):
             logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
         labels = logits.argmax(1)[0]
-        label_png, overlay_png = _outputs(out, path, overwrite)
+        label_png, overlay_png = output_paths(out, path, OUTPUTS, overwrite)
         save_label_png(labels, label_png)
         Image.fromarray(overlay(image, labels)).save(overlay_png)
         counts = torch.bincount(labels.flatten(), minlength=len(names)).double() / labels.numel()
