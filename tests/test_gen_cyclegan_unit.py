@@ -13,7 +13,8 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.errors import CnnzooError
-from cnnzoo.layers.gan import ImagePool, PatchDiscriminator, lsgan_loss
+from cnnzoo.layers.gan import PatchDiscriminator
+from cnnzoo.layers.gan_training import ImagePool, lsgan_loss
 from cnnzoo.models.generative import cyclegan as _cyclegan  # noqa: F401  (registers)
 from cnnzoo.models.generative import unit as _unit  # noqa: F401
 from cnnzoo.registry import model_info

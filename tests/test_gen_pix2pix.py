@@ -12,7 +12,8 @@ from torch import nn
 
 import cnnzoo
 from cnnzoo.errors import CnnzooError
-from cnnzoo.layers.gan import MultiScaleDiscriminator, bce_gan_loss, feature_matching_loss
+from cnnzoo.layers.gan import MultiScaleDiscriminator
+from cnnzoo.layers.gan_training import bce_gan_loss, feature_matching_loss
 from cnnzoo.models.generative import pix2pix as _pix2pix  # noqa: F401  (registers)
 from cnnzoo.models.generative import pix2pixhd as _pix2pixhd  # noqa: F401
 from cnnzoo.models.generative.pix2pix import UNetGenerator

@@ -35,14 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.layers.gan import (
-    ImagePool,
-    PatchDiscriminator,
-    ResnetGenerator,
-    TranslationGAN,
-    frozen,
-    lsgan_loss,
-)
+from cnnzoo.layers.gan import PatchDiscriminator, ResnetGenerator
+from cnnzoo.layers.gan_training import ImagePool, TranslationGAN, frozen, lsgan_loss
 from cnnzoo.registry import register_model
 
 ZHU_2017 = (

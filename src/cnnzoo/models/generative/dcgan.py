@@ -45,7 +45,8 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
-from cnnzoo.layers.gan import frozen, init_gan_weights
+from cnnzoo.layers.gan import init_gan_weights
+from cnnzoo.layers.gan_training import frozen
 from cnnzoo.models.generative.autoencoder import (
     ConvTransposeBnAct,
     check_positive_int,

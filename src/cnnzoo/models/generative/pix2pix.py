@@ -42,13 +42,11 @@ from cnnzoo.layers import ConvBnAct
 from cnnzoo.layers.gan import (
     GAN_MODES,
     PatchDiscriminator,
-    TranslationGAN,
-    frozen,
-    gan_loss,
     init_gan_weights,
     leaky_relu,
     norm_layer,
 )
+from cnnzoo.layers.gan_training import TranslationGAN, frozen, gan_loss
 from cnnzoo.models.segmentation.encdec import pad_to_multiple
 from cnnzoo.registry import register_model
 

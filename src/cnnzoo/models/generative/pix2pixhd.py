@@ -47,15 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.layers.gan import (
-    MultiScaleDiscriminator,
-    ResnetGenerator,
-    TranslationGAN,
-    feature_matching_loss,
-    frozen,
-    lsgan_loss,
-    reflect_pad_to_multiple,
-)
+from cnnzoo.layers.gan import MultiScaleDiscriminator, ResnetGenerator, reflect_pad_to_multiple
+from cnnzoo.layers.gan_training import TranslationGAN, feature_matching_loss, frozen, lsgan_loss
 from cnnzoo.registry import register_model
 
 WANG_2018 = (

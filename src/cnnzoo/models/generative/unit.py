@@ -47,14 +47,11 @@ from cnnzoo.layers.gan import (
     Down,
     PatchDiscriminator,
     ResnetBlock,
-    TranslationGAN,
     Up,
-    frozen,
     init_gan_weights,
-    kl_unit_gaussian,
-    lsgan_loss,
     reflect_pad_to_multiple,
 )
+from cnnzoo.layers.gan_training import TranslationGAN, frozen, kl_unit_gaussian, lsgan_loss
 from cnnzoo.registry import register_model
 
 LIU_2017 = "Liu, Breuel & Kautz, Unsupervised Image-to-Image Translation Networks, NeurIPS 2017"
