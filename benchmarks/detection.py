@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from classification import machine
-from pretrain import pretrained_backbone
+from scenes_bench import resolve_recipe, shown_options, write_results
 
 RECIPES: dict[str, dict[str, Any]] = {
     "yolov3": {"pretrained": True, "epochs": 7},
@@ -98,8 +97,6 @@ def main() -> None:
     parser.add_argument("--runs", default="runs/bench-det")
     args = parser.parse_args()
 
-    import torch
-
     from cnnzoo.data.det_datamodule import DetectionData
     from cnnzoo.workflows.assemble import flush_denormals
     from cnnzoo.workflows.demo import free_run_dir
@@ -109,19 +106,7 @@ def main() -> None:
     runs = Path(free_run_dir(args.runs))
     rows = []
     for name in args.models:
-        recipe = dict(RECIPES.get(name, {"epochs": 10}))
-        epochs = args.epochs or recipe.pop("epochs")
-        recipe.pop("epochs", None)
-        lr = args.lr or recipe.pop("lr", None)
-        recipe.pop("lr", None)
-        model = recipe.pop("model", name)
-        pretrain_s = 0.0
-        if recipe.pop("pretrained", False):
-            backbone, pretrain_s, accuracy = pretrained_backbone(
-                runs, args.data_dir, args.pretrained_run
-            )
-            recipe["backbone_weights"] = str(backbone)
-            print(f"backbone: {backbone} (Fashion-MNIST test accuracy {accuracy:.4f})")
+        model, epochs, lr, recipe, pretrain_s = resolve_recipe(name, RECIPES, args, runs)
         cfg = TrainConfig(
             model=model, data="scenes", data_dir=args.data_dir, out=str(runs / name),
             epochs=epochs, lr=lr, batch_size=args.batch_size, precision=args.precision,
@@ -135,8 +120,7 @@ def main() -> None:
         rows.append(
             {
                 "model": name,
-                "options": {k: v for k, v in recipe.items() if k != "backbone_weights"}
-                | ({"backbone": "pretrained convnet"} if pretrain_s else {}),
+                "options": shown_options(recipe, pretrain_s),
                 "params (M)": round(result.params / 1e6, 2),
                 "epochs": result.epochs,
                 "pretrain s": round(pretrain_s, 1),
@@ -150,23 +134,12 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     columns = ["model", "options", "params (M)", "epochs", "pretrain s", "train s",
                "train img/s", "test mAP@0.5", "test mAP", "infer img/s"]  # fmt: skip
-    lines = [
+    header = (
         f"scenes (2000 train incl. 5 % val, 400 test, 96x96, 10 classes); "
         f"{args.precision}, channels-last, batch {args.batch_size}, AdamW + one-cycle, "
-        f"<= {args.minutes} min per model; {machine()}"
-        + (f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
-    ]
-    for row in rows:
-        options = ", ".join(f"{k}={v}" for k, v in row["options"].items()) or "-"
-        values = [options if c == "options" else str(row[c]) for c in columns]
-        lines.append("| " + " | ".join(values) + " |")
-    table = "\n".join(lines)
-    print(table)
-    (runs / "results.md").write_text(table + "\n")
-    (runs / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+        f"<= {args.minutes} min per model"
+    )
+    write_results(runs, header, columns, rows)
 
 
 if __name__ == "__main__":

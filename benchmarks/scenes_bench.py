@@ -1,0 +1,60 @@
+"""What the scenes benchmarks (segmentation, detection) share: turning a recipe into
+``cnnzoo train`` options (with the optional pre-trained backbone) and writing the table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from classification import machine
+from pretrain import pretrained_backbone
+
+
+def resolve_recipe(
+    name: str, recipes: dict[str, dict[str, Any]], args: argparse.Namespace, runs: Path
+) -> tuple[str, int, float | None, dict[str, Any], float]:
+    """Return ``(model, epochs, lr, other train options, pretrain seconds)`` of a recipe.
+
+    ``--epochs`` and ``--lr`` override the recipe's; ``pretrained`` becomes
+    ``backbone_weights`` pointing at the Fashion-MNIST classifier of :mod:`pretrain`.
+    """
+    recipe = dict(recipes.get(name, {"epochs": 10}))
+    epochs = args.epochs or recipe.pop("epochs")
+    recipe.pop("epochs", None)
+    lr = args.lr or recipe.pop("lr", None)
+    recipe.pop("lr", None)
+    model = recipe.pop("model", name)
+    pretrain_s = 0.0
+    if recipe.pop("pretrained", False):
+        backbone, pretrain_s, accuracy = pretrained_backbone(
+            runs, args.data_dir, args.pretrained_run
+        )
+        recipe["backbone_weights"] = str(backbone)
+        print(f"backbone: {backbone} (Fashion-MNIST test accuracy {accuracy:.4f})")
+    return model, epochs, lr, recipe, pretrain_s
+
+
+def shown_options(recipe: dict[str, Any], pretrain_s: float) -> dict[str, Any]:
+    """The recipe's options as the table shows them (the weights path named by what it is)."""
+    shown = {k: v for k, v in recipe.items() if k != "backbone_weights"}
+    return shown | ({"backbone": "pretrained convnet"} if pretrain_s else {})
+
+
+def write_results(runs: Path, header: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    """Print the markdown table (``header``, then one row per model with the machine named)
+    and write it to ``runs/results.md`` and the rows to ``runs/results.json``."""
+    import torch
+
+    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    lines = [f"{header}; {machine()}{gpu}", "", "| " + " | ".join(columns) + " |",
+             "|" + "---|" * len(columns)]  # fmt: skip
+    for row in rows:
+        options = ", ".join(f"{k}={v}" for k, v in row["options"].items()) or "-"
+        values = [options if c == "options" else str(row[c]) for c in columns]
+        lines.append("| " + " | ".join(values) + " |")
+    table = "\n".join(lines)
+    print(table)
+    (runs / "results.md").write_text(table + "\n")
+    (runs / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
