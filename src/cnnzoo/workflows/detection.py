@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -19,6 +18,7 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.registry import create_model, model_info
 from cnnzoo.tasks.detection import DetectionTask
 from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
+from cnnzoo.workflows.snapshots import ValidationSnapshots
 
 if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir
@@ -76,29 +76,6 @@ def save_detections(
         path,
         title,
     )
-
-
-class DetectionSnapshots(Callback):
-    """After each validation, draw the boxes found on the first ``count`` validation images
-    next to the truth: ``plots/detections/epoch_NNN.png``."""
-
-    def __init__(self, folder: Path, count: int, class_names: list[str], title: str) -> None:
-        self.folder = folder
-        self.count = count
-        self.class_names = class_names
-        self.title = title
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking or self.count <= 0:
-            return
-        data = trainer.datamodule  # type: ignore[attr-defined]
-        if not isinstance(data, DetectionData) or not data.has_split("val"):
-            return
-        assert isinstance(pl_module, DetectionTask)
-        epoch = trainer.current_epoch + 1
-        save_detections(pl_module, data, data.splits["val"], self.count,
-                        self.folder / f"epoch_{epoch:03d}.png", self.class_names,
-                        f"{self.title}, epoch {epoch}")  # fmt: skip
 
 
 def detection_job(cfg: TrainConfig) -> Job:
@@ -166,7 +143,9 @@ def detection_job(cfg: TrainConfig) -> Job:
         from cnnzoo.rundir import RunDir
 
         folder = RunDir(cfg.out).plots / "detections"
-        callbacks.append(DetectionSnapshots(folder, cfg.snapshots, spec.class_names, cfg.model))
+        callbacks.append(
+            ValidationSnapshots(folder, cfg.snapshots, spec.class_names, cfg.model, save_detections)
+        )
     return Job(
         "detection", data, model, module, spec, model_args, data.input_size,
         monitor="val/map", columns=("loss", "map", "map_50"), callbacks=callbacks, notes=notes,

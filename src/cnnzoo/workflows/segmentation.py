@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -17,33 +16,13 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.registry import create_model, model_info
 from cnnzoo.tasks.segmentation import SegmentationTask
 from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
+from cnnzoo.workflows.snapshots import ValidationSnapshots
 
 if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir
     from cnnzoo.workflows.train import Job, TrainConfig, TrainResult
 
 logger = logging.getLogger("cnnzoo")
-
-
-class OverlaySnapshots(Callback):
-    """After each validation, save the first ``count`` validation images with their ground
-    truth and prediction overlaid: ``plots/overlays/epoch_NNN.png``."""
-
-    def __init__(self, folder: Path, count: int, class_names: list[str], title: str) -> None:
-        self.folder = folder
-        self.count = count
-        self.class_names = class_names
-        self.title = title
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero or trainer.sanity_checking or self.count <= 0:
-            return
-        data = trainer.datamodule  # type: ignore[attr-defined]
-        if not isinstance(data, SegmentationData) or not data.has_split("val"):
-            return
-        path = self.folder / f"epoch_{trainer.current_epoch + 1:03d}.png"
-        save_overlays(pl_module, data, data.splits["val"], self.count, path, self.class_names,
-                      f"{self.title}, epoch {trainer.current_epoch + 1}")  # fmt: skip
 
 
 @torch.no_grad()
@@ -148,7 +127,9 @@ def segmentation_job(cfg: TrainConfig) -> Job:
         from cnnzoo.rundir import RunDir
 
         folder = RunDir(cfg.out).plots / "overlays"
-        callbacks.append(OverlaySnapshots(folder, cfg.snapshots, spec.class_names, cfg.model))
+        callbacks.append(
+            ValidationSnapshots(folder, cfg.snapshots, spec.class_names, cfg.model, save_overlays)
+        )
     return Job(
         "segmentation", data, model, module, spec, model_args, data.input_size,
         monitor="val/miou", columns=("loss", "miou", "pixel_accuracy"), callbacks=callbacks,
