@@ -5,8 +5,9 @@ The contract (see :mod:`cnnzoo.models.generative`): ``generator_parameters()`` a
 ``discriminator_parameters()`` (two optimisers), ``generator_step(batch) -> (losses, fakes)``
 and ``discriminator_step(batch, fakes) -> losses``, each ``losses`` holding ``"loss"`` (the
 total to minimise) and its weighted components. One training step is the two players'
-alternating updates of Goodfellow et al. 2014: the generator's step (the discriminator frozen)
-then the discriminator's on the same batch and the fakes just made (Lightning's manual
+alternating updates of Goodfellow et al. 2014: the generator's step (``generator_step`` builds
+its graph with the discriminators frozen, :func:`cnnzoo.layers.gan_training.frozen`) then the
+discriminator's on the same batch and the fakes just made (Lightning's manual
 optimisation). Both use Adam with ``betas = (0.5, 0.999)`` and lr 2e-4 (Radford et al. 2016;
 Zhu et al. 2017). ``decay_start``: the fraction of the epochs after which both learning rates
 decay linearly to 0 (CycleGAN: 100 constant + 100 decaying epochs is 0.5; 1.0 keeps them
@@ -89,21 +90,15 @@ class GANTask(L.LightningModule):
         """Return the generator step's fakes for ``batch`` (no update)."""
         return self.model.generator_step(prepare(batch))[1]
 
-    def _set_discriminator_grad(self, flag: bool) -> None:
-        for p in self.model.discriminator_parameters():
-            p.requires_grad_(flag)
-
     def training_step(self, batch: Any, batch_idx: int) -> None:
         opt_g, opt_d = self.optimizers()  # type: ignore[misc]
         data = prepare(batch)
         n = len(next(v for v in data.values() if isinstance(v, Tensor)))
-        self._set_discriminator_grad(False)
         losses_g, fakes = self.model.generator_step(data)
         self._check(losses_g["loss"], "generator")
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(losses_g["loss"])
         opt_g.step()
-        self._set_discriminator_grad(True)
         losses_d = self.model.discriminator_step(data, fakes)
         self._check(losses_d["loss"], "discriminator")
         opt_d.zero_grad(set_to_none=True)
