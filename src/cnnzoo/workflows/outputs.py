@@ -9,6 +9,16 @@ from pathlib import Path
 from cnnzoo.errors import CnnzooError
 
 
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    """Raise unless ``path`` is free or ``overwrite`` is set.
+
+    Raises:
+        CnnzooError: naming the existing file.
+    """
+    if path.exists() and not overwrite:
+        raise CnnzooError(f"{path} exists: pass --overwrite or another --out")
+
+
 def output_paths(out_dir: Path, file: Path, suffixes: Sequence[str], overwrite: bool) -> list[Path]:
     """Return ``out_dir / (file.stem + suffix)`` for each suffix (e.g. ``"_label.png"``).
 
@@ -16,10 +26,8 @@ def output_paths(out_dir: Path, file: Path, suffixes: Sequence[str], overwrite: 
         CnnzooError: if one exists and ``overwrite`` is False.
     """
     paths = [out_dir / f"{file.stem}{suffix}" for suffix in suffixes]
-    if not overwrite:
-        for path in paths:
-            if path.exists():
-                raise CnnzooError(f"{path} exists: pass --overwrite or another --out")
+    for path in paths:
+        refuse_existing(path, overwrite)
     return paths
 
 

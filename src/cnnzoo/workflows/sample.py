@@ -11,11 +11,7 @@ from PIL import Image
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
-
-
-def _refuse_existing(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise CnnzooError(f"{path} exists: pass --overwrite or another --out")
+from cnnzoo.workflows.outputs import refuse_existing
 
 
 def _grid_png(images: torch.Tensor, path: Path, nrow: int) -> Path:
@@ -55,7 +51,7 @@ def sample(
     if n < 1 or steps < 2:
         raise CnnzooError(f"need n >= 1 and steps >= 2, got n={n}, steps={steps}")
     path = Path(out)
-    _refuse_existing(path, overwrite)
+    refuse_existing(path, overwrite)
     model, spec = RunDir.open(run_or_weights).load_model()
     if not hasattr(model, "sample"):
         raise CnnzooError(f"{spec['model']} cannot sample new images (a VAE or GAN run can)")
@@ -135,7 +131,7 @@ def translate(
         if not p.is_file():
             raise CnnzooError(f"image not found: {p}")
         dest = target / f"{p.stem}_{direction}.png" if many else target
-        _refuse_existing(dest, overwrite)
+        refuse_existing(dest, overwrite)
         outputs.append((p, dest))
     written = []
     for src, dest in outputs:
