@@ -109,3 +109,25 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     m1 = json.loads((tmp_path / "one" / "metrics.json").read_text())["metrics"]
     m2 = json.loads((tmp_path / "two" / "metrics.json").read_text())["metrics"]
     assert m1["test/accuracy"] == pytest.approx(m2["test/accuracy"], abs=0.01)
+
+
+def test_width_multiplier_reaches_the_model(tmp_path):
+    import cnnzoo
+
+    run_dir = tmp_path / "mb"
+    out = run("train", "mobilenet_v2", "--width", "0.5", *QUICK, "--out", str(run_dir))
+    assert out.returncode == 0, out.stderr
+    spec = json.loads((run_dir / "model.json").read_text())
+    weights = load_file(str(run_dir / "model.safetensors"))
+    half = cnnzoo.create_model(
+        "mobilenet_v2", num_classes=10, in_channels=1, width=0.5, small_input=True
+    )
+    full = cnnzoo.create_model("mobilenet_v2", num_classes=10, in_channels=1, small_input=True)
+    assert spec["kwargs"]["width"] == 0.5
+    assert (
+        sum(w.numel() for k, w in weights.items() if "running" not in k and "num_batches" not in k)
+        == sum(p.numel() for p in half.parameters())
+        < sum(p.numel() for p in full.parameters())
+    )
+    bad = run("train", "resnet20", "--width", "0.5", *QUICK, "--out", str(tmp_path / "r"))
+    assert bad.returncode == 2 and "width" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,5 @@
+"""``python -m cnnzoo.cli``."""
+
+from cnnzoo.cli import app
+
+app()

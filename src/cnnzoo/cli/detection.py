@@ -1,0 +1,67 @@
+"""`cnnzoo anchors` and `cnnzoo data convert`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cnnzoo.cli.common import (
+    app,
+    clear_errors,
+    console,
+)
+
+
+@app.command()
+@clear_errors
+def anchors(
+    data: Annotated[str, typer.Option(help="scenes, coco:ANN.json, voc:PATH, yolo:DATA.yaml")],
+    k: Annotated[int, typer.Option("-k", "--k", help="number of anchors")] = 9,
+    data_dir: str | None = None,
+    input_size: Annotated[
+        tuple[int, int] | None, typer.Option(help="the model's input H W (boxes scaled)")
+    ] = None,
+    images: Annotated[str | None, typer.Option(help="coco: the images folder")] = None,
+    out: Annotated[str | None, typer.Option(help="also write the anchors as JSON")] = None,
+    seed: int = 0,
+) -> None:
+    """YOLO box priors: k-means (1 - IoU) on the training boxes, mean IoU printed."""
+    from cnnzoo.workflows.anchors import fit_anchors
+
+    r = fit_anchors(data, k, data_dir, list(input_size) if input_size else None, images, out,
+                    seed)  # fmt: skip
+    table = Table(title=f"{k} anchors from {r.boxes} boxes of {data} ({r.image_size[0]}x"
+                        f"{r.image_size[1]} input)")  # fmt: skip
+    for col in ("#", "width", "height"):
+        table.add_column(col, justify="right")
+    for i, (w, h) in enumerate(r.anchors):
+        table.add_row(str(i), f"{w:.1f}", f"{h:.1f}")
+    console.print(table)
+    console.print(
+        f"mean best IoU: k-means {r.mean_iou:.4f}, {k} uniform squares {r.uniform_iou:.4f}, "
+        f"yolov3 defaults {r.default_iou:.4f}"
+    )
+    console.print(f"use: cnnzoo train yolov3 --model-arg '{r.model_arg()}'", highlight=False)
+
+
+data_app = typer.Typer(help="Dataset tools.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("convert")
+@clear_errors
+def data_convert(
+    source: Annotated[
+        str, typer.Option("--from", help="coco:ANN.json, voc:PATH, yolo:DATA.yaml, scenes")
+    ],
+    dest: Annotated[str, typer.Option("--to", help="coco:OUT.json, voc:ROOT or yolo:ROOT")],
+    split: Annotated[str, typer.Option(help="split read and written")] = "train",
+    overwrite: Annotated[bool, typer.Option(help="replace existing annotations")] = False,
+) -> None:
+    """Convert detection annotations between COCO JSON, Pascal VOC XML and YOLO txt."""
+    from cnnzoo.data.convert import convert
+
+    written = convert(source, dest, split=split, overwrite=overwrite)
+    console.print(f"wrote {written}")

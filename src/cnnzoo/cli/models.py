@@ -1,0 +1,82 @@
+"""`cnnzoo models` and `cnnzoo info`: what is registered and what it costs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cnnzoo.cli.common import (
+    CnnzooError,
+    app,
+    clear_errors,
+    console,
+    human,
+)
+
+
+@app.command()
+@clear_errors
+def models(task: Annotated[str | None, typer.Option(help="only this task")] = None) -> None:
+    """Table of every registered model: name, task, params, MACs, paper."""
+    from cnnzoo.registry import model_info
+    from cnnzoo.summary import model_cost
+
+    table = Table(title="cnnzoo models")
+    for col in ("name", "task", "input", "params", "MACs", "paper"):
+        table.add_column(
+            col,
+            no_wrap=col != "paper",
+            max_width=48 if col == "paper" else None,
+            overflow="ellipsis",
+        )
+    from cnnzoo.registry import list_models
+
+    for name in list_models(task):
+        info = model_info(name)
+        params, macs = model_cost(name)
+        size = "x".join(map(str, info.input_size))
+        table.add_row(name, info.task, size, human(params), human(macs), info.paper)
+    console.print(table)
+
+
+@app.command()
+@clear_errors
+def info(
+    name: str,
+    input_size: Annotated[
+        tuple[int, int, int] | None, typer.Option(help="C H W (default: the model's)")
+    ] = None,
+    num_classes: Annotated[int | None, typer.Option()] = None,
+    depth: Annotated[int, typer.Option(help="module nesting depth shown")] = 2,
+) -> None:
+    """Per-layer output shapes, parameters and MACs of one model."""
+    from cnnzoo.registry import create_model, model_info
+    from cnnzoo.summary import summarize
+
+    meta = model_info(name)
+    size = tuple(input_size) if input_size else meta.input_size
+    kwargs: dict[str, Any] = {"in_channels": size[0]}
+    if num_classes:
+        kwargs["num_classes"] = num_classes
+    if size[1] < meta.small_input_below and meta.small_input:
+        kwargs["small_input"] = True
+    if size[1] < meta.min_input_size and not kwargs.get("small_input"):
+        raise CnnzooError(
+            f"{name} needs inputs of at least {meta.min_input_size}x{meta.min_input_size}, "
+            f"got {size[1]}x{size[2]}"
+        )
+    model = create_model(name, **kwargs)
+    rows = summarize(model, size, max_depth=depth)
+    table = Table(title=f"{name}  input {'x'.join(map(str, size))}  ({meta.paper})")
+    for col in ("layer", "type", "output shape", "params", "MACs"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+    for r in rows:
+        shape = "x".join(map(str, r.output_shape[1:])) if r.output_shape else "-"
+        indent = "  " * (r.depth - 1)
+        table.add_row(indent + r.name, r.kind, shape, f"{r.params:,}", human(r.macs))
+    total_params = sum(p.numel() for p in model.parameters())
+    total_macs = sum(r.macs for r in rows if r.depth == 1)
+    table.add_row("total", "", "", f"{total_params:,}", human(total_macs), style="bold")
+    console.print(table)
