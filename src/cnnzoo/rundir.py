@@ -164,7 +164,11 @@ class RunDir:
         return path
 
     def save_model(self, model: nn.Module, spec: dict[str, Any]) -> None:
-        """Write ``model.safetensors`` and ``model.json`` (the spec to rebuild the model)."""
+        """Write ``model.safetensors`` and ``model.json`` (the spec to rebuild the model).
+
+        A pruned model's spec carries ``"shapes"`` (see
+        :func:`cnnzoo.compress.shapes.module_shapes`), applied by :meth:`load_model`.
+        """
         from safetensors.torch import save
 
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -179,11 +183,14 @@ class RunDir:
     def load_model(self) -> tuple[nn.Module, dict[str, Any]]:
         """Rebuild the model from ``model.json`` and load ``model.safetensors`` into it.
 
+        A spec with ``"shapes"`` (a pruned model) has those layers resized first.
+
         Returns:
             The model in eval mode, and the spec.
 
         Raises:
-            CnnzooError: if the weights do not fit the architecture.
+            CnnzooError: if the weights do not fit the architecture, or the shapes do not
+                fit the model.
         """
         from safetensors.torch import load_file
 
@@ -191,6 +198,10 @@ class RunDir:
 
         spec = self.read_spec()
         model = create_model(spec["model"], **spec.get("kwargs", {}))
+        if spec.get("shapes"):  # a pruned model: resize its layers before loading the weights
+            from cnnzoo.compress.shapes import apply_module_shapes
+
+            apply_module_shapes(model, spec["shapes"])
         state = load_file(str(self.weights))
         try:
             model.load_state_dict(state)
