@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from torch import Tensor
 
-from cnnzoo.data.datamodule import ClassificationData
+from cnnzoo.data.datamodule import ClassificationData, prepare_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.classification import ClassificationTask
@@ -80,24 +82,8 @@ def evaluate(
     flush_denormals()
     run = RunDir.open(run_or_weights)
     model, spec = run.load_model()
-    trained_on = spec["data"]
-    data = data or trained_on["name"]
-    image_size = trained_on["image_size"][0]
-    # The same held-out split as in training (same fraction and seed) when the data is the same.
-    config = run.read_config()
-    same = data == trained_on["name"]
-    dm = ClassificationData(
-        data,
-        data_dir=data_dir,
-        batch_size=batch_size,
-        val_fraction=config.get("val_fraction", 0.1) if same else 0.1,
-        seed=config.get("seed", 0) if same else 0,
-        augment=False,
-        resize_to=spec.get("resize_to"),
-        image_size=image_size,
-        channels=trained_on["in_channels"],
-    )
-    names = match_training_data(dm, data, split, trained_on)
+    dm, names = run_data(run, spec, data, data_dir, split, batch_size)
+    data = dm.data
     task = ClassificationTask(model, num_classes=len(names))
     metrics = run_test(task, dm, accelerator)
     confusion = task.last_confusion
@@ -117,6 +103,56 @@ def evaluate(
         confusion=confusion,
         confusion_png=png,
     )
+
+
+def run_data(
+    run: RunDir,
+    spec: dict[str, Any],
+    data: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    batch_size: int = 256,
+) -> tuple[ClassificationData, list[str]]:
+    """Open the data to evaluate a classification run on, prepared as in its training.
+
+    Args:
+        data: dataset name or folder; defaults to the dataset the model was trained on (then
+            with the same held-out validation split: same fraction and seed).
+
+    Returns:
+        The data module (serving ``split`` as its test loader; no augmentation) and the class
+        names.
+
+    Raises:
+        CnnzooError: for a dataset whose classes do not match the model's, or a split the
+            dataset does not have.
+    """
+    trained_on = spec["data"]
+    data = data or trained_on["name"]
+    config = run.read_config()
+    same = data == trained_on["name"]
+    dm = ClassificationData(
+        data,
+        data_dir=data_dir,
+        batch_size=batch_size,
+        val_fraction=config.get("val_fraction", 0.1) if same else 0.1,
+        seed=config.get("seed", 0) if same else 0,
+        augment=False,
+        resize_to=spec.get("resize_to"),
+        image_size=trained_on["image_size"][0],
+        channels=trained_on["in_channels"],
+    )
+    names = match_training_data(dm, data, split, trained_on)
+    return dm, names
+
+
+def prepared_batches(dm: ClassificationData, split: str) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield ``(inputs, labels)`` of ``split`` as the model sees them (normalised, resized).
+
+    Outside a Lightning trainer: for ONNX Runtime evaluation and int8 calibration.
+    """
+    for x, y in dm._loader(split, train=False):
+        yield prepare_batch(x, dm.spec.mean, dm.spec.std, dm.resize_to), y
 
 
 def match_training_data(dm: Any, data: str, split: str, trained_on: dict[str, Any]) -> list[str]:

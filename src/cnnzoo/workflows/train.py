@@ -13,6 +13,7 @@ import csv
 import io
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ class TrainConfig:
     beta: float | None = None
     denoise: str | None = None
     decay_start: float = 1.0
+    fid_samples: int = 2000
 
     def resolved(self, task: str) -> TrainConfig:
         """Return a copy with the options left unset filled with ``task``'s defaults."""
@@ -131,6 +133,7 @@ class Job:
     test: bool = True  # run the test loop after training
     trainable: Any = None
     notes: dict[str, Any] = field(default_factory=dict)
+    spec_extra: dict[str, Any] = field(default_factory=dict)  # more of model.json (e.g. shapes)
 
 
 @dataclass
@@ -336,10 +339,12 @@ def build_job(cfg: TrainConfig) -> Job:
     raise CnnzooError(f"{cfg.model!r} is a {task} model; `cnnzoo train` cannot train those yet")
 
 
-def train(cfg: TrainConfig) -> TrainResult:
+def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` and fill the run directory ``cfg.out``.
 
     Options left unset (None) take the defaults of the model's task (:data:`TASK_DEFAULTS`).
+    ``adapt`` may change the assembled job before training (``cnnzoo compress`` swaps in a
+    pruned model or a distillation task this way).
 
     Returns:
         The final metrics (``test/accuracy``, ``test/miou`` or ``test/map_50`` …), training
@@ -362,6 +367,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     try:
         job = build_job(cfg)
+        if adapt is not None:
+            job = adapt(job)
     except CnnzooError:
         if _rank() == 0 and not cfg.resume:
             run.discard_if_empty()  # bad data or options: leave no empty run behind
@@ -436,6 +443,7 @@ def write_outputs(
             "kwargs": job.model_args,
             "resize_to": job.resize_to,
             "data": job.spec.to_dict(),
+            **job.spec_extra,
         },
     )
     run.write_json(

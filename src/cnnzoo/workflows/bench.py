@@ -1,0 +1,261 @@
+"""``cnnzoo bench``: accuracy, size, MACs and latency of trained classifiers, side by side.
+
+Each run gives one row per way of running it: ``pytorch fp32`` (eager), ``onnxruntime fp32``
+(the same weights exported to ONNX; with ``onnx=True``) and, for a run made by
+``cnnzoo compress --quantize int8``, ``onnxruntime int8``. Latency is the median of
+``repeats`` timed calls after warm-up, at batch 1 and batch 32, with the stated number of
+CPU threads for both PyTorch and ONNX Runtime; accuracy is on the run's test split.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnzoo.errors import CnnzooError
+from cnnzoo.rundir import RunDir, atomic_write_text
+from cnnzoo.summary import count_macs
+from cnnzoo.workflows.assemble import flush_denormals
+from cnnzoo.workflows.compress import INT8_FILE, input_shape
+
+BATCHES = (1, 32)
+
+
+@dataclass
+class BenchRow:
+    """One model, run one way."""
+
+    run: str
+    variant: str
+    accuracy: float
+    params: int
+    nonzero_params: int
+    macs: int
+    size_bytes: int
+    size_note: str
+    latency_ms: dict[int, float]  # batch -> median ms per call
+
+    def per_image_ms(self, batch: int) -> float:
+        """Return the latency per image at ``batch``."""
+        return self.latency_ms[batch] / batch
+
+
+@dataclass
+class BenchReport:
+    """Every row plus the conditions they were measured in."""
+
+    rows: list[BenchRow]
+    threads: int
+    repeats: int
+    machine: str
+    versions: dict[str, str]
+    files: list[Path] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-ready data."""
+        return {
+            "threads": self.threads,
+            "repeats": self.repeats,
+            "machine": self.machine,
+            "versions": self.versions,
+            "rows": [asdict(r) for r in self.rows],
+        }
+
+    def markdown(self) -> str:
+        """Return the table as markdown, with the conditions above it."""
+        lines = [
+            f"Machine: {self.machine}; {self.threads} threads; median of {self.repeats} "
+            f"calls; {', '.join(f'{k} {v}' for k, v in self.versions.items())}.",
+            "",
+            "| run | variant | accuracy | params | nonzero | MACs | size | latency b1 (ms) "
+            "| latency b32 (ms) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in self.rows:
+            lines.append(
+                f"| {r.run} | {r.variant} | {r.accuracy:.4f} | {r.params:,} | "
+                f"{r.nonzero_params:,} | {r.macs / 1e6:.2f} M | {r.size_bytes / 1024:.1f} KiB "
+                f"({r.size_note}) | {r.latency_ms[1]:.3f} | {r.latency_ms[32]:.2f} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return name
+
+
+def _versions() -> dict[str, str]:
+    import onnxruntime
+
+    return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def _accuracy(predict: Callable[[torch.Tensor], np.ndarray], batches: Any) -> float:
+    correct = total = 0
+    for x, y in batches:
+        correct += int((torch.from_numpy(predict(x)) == y).sum())
+        total += len(y)
+    return correct / total
+
+
+def _latency(call: Callable[[torch.Tensor], object], shape: tuple[int, ...], repeats: int) -> dict:
+    from cnnzoo.compress.runtime import median_latency_ms
+
+    out = {}
+    for batch in BATCHES:
+        x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+        out[batch] = median_latency_ms(lambda x=x: call(x), repeats=repeats)
+    return out
+
+
+def _torch_predict(model: nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
+    def predict(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return model(x).argmax(1).numpy()
+
+    return predict
+
+
+def _ort_call(session: Any) -> Callable[[torch.Tensor], np.ndarray]:
+    name = session.get_inputs()[0].name
+
+    def call(x: torch.Tensor) -> np.ndarray:
+        return session.run(None, {name: x.numpy()})[0]
+
+    return call
+
+
+def _size(run: RunDir, spec: dict[str, Any]) -> tuple[int, str]:
+    metrics = run.path / "metrics.json"
+    compression = (
+        json.loads(metrics.read_text()).get("compression", {}) if metrics.is_file() else {}
+    )
+    packed = compression.get("packed_size")
+    if spec.get("lowbit") and packed:
+        mode = spec["lowbit"]["mode"]
+        return int(packed["packed_bytes"]), f"packed {packed['bits_per_weight']}-bit {mode}"
+    return run.weights.stat().st_size, "safetensors fp32"
+
+
+def bench_run(
+    path: str | Path, threads: int, repeats: int, onnx: bool, data_dir: str | None = None
+) -> list[BenchRow]:
+    """Measure one run every way it can run.
+
+    Returns:
+        Its rows (see the module docstring).
+
+    Raises:
+        CnnzooError: for a path that is not a classification run, or missing test data.
+    """
+    from cnnzoo.compress.export import export_onnx
+    from cnnzoo.compress.runtime import ort_session
+    from cnnzoo.workflows.evaluate import prepared_batches, run_data
+
+    run = RunDir.open(path)
+    model, spec = run.load_model()
+    if spec.get("task", "classification") != "classification":
+        raise CnnzooError(f"{path} is a {spec['task']} run; bench measures classifiers")
+    shape = input_shape(spec)
+    dm, _ = run_data(run, spec, data_dir=data_dir, split="test", batch_size=256)
+    params = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    macs = count_macs(model, shape)
+    name = run.path.name
+    rows = []
+    int8 = run.path / INT8_FILE
+
+    def ort_row(file: Path, variant: str) -> BenchRow:
+        session = ort_session(file, threads=threads)
+        call = _ort_call(session)
+        accuracy = _accuracy(lambda x: call(x).argmax(1), prepared_batches(dm, "test"))
+        return BenchRow(name, variant, accuracy, params, nonzero, macs, file.stat().st_size,
+                        "onnx", _latency(call, shape, repeats))  # fmt: skip
+
+    if int8.is_file():
+        rows.append(ort_row(int8, "onnxruntime int8"))
+        return rows
+    predict = _torch_predict(model)
+    accuracy = _accuracy(predict, prepared_batches(dm, "test"))
+
+    def eager(x: torch.Tensor) -> object:
+        with torch.inference_mode():
+            return model(x)
+
+    size, note = _size(run, spec)
+    rows.append(BenchRow(name, "pytorch fp32", accuracy, params, nonzero, macs, size, note,
+                         _latency(eager, shape, repeats)))  # fmt: skip
+    if onnx:
+        with tempfile.TemporaryDirectory() as tmp:
+            file = export_onnx(model, Path(tmp) / "model.onnx", shape)
+            rows.append(ort_row(file, "onnxruntime fp32"))
+    return rows
+
+
+def bench(
+    runs: list[str],
+    out: str | Path | None = None,
+    threads: int = 2,
+    repeats: int = 30,
+    onnx: bool = True,
+    data_dir: str | None = None,
+    overwrite: bool = False,
+) -> BenchReport:
+    """Benchmark runs side by side; with ``out``, write ``bench.json``, ``bench.md`` and
+    ``pareto.png`` (accuracy vs batch-1 latency, marker area ~ file size) there.
+
+    Returns:
+        The report (rows and measuring conditions).
+
+    Raises:
+        CnnzooError: for no runs, threads < 1, a run that is not a classifier, or an
+            existing ``out`` folder with files (without ``overwrite``).
+    """
+    if not runs:
+        raise CnnzooError("give at least one run directory to benchmark")
+    if threads < 1:
+        raise CnnzooError(f"--threads must be 1 or more, got {threads}")
+    out_dir = Path(out) if out else None
+    if out_dir and out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise CnnzooError(f"{out_dir} already exists; choose another --out or --overwrite")
+    flush_denormals()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rows = [row for r in runs for row in bench_run(r, threads, repeats, onnx, data_dir)]
+    finally:
+        torch.set_num_threads(previous)
+    report = BenchReport(rows, threads, repeats, _machine(), _versions())
+    if out_dir:
+        from cnnzoo.viz.pareto import plot_pareto
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "bench.json", json.dumps(report.to_dict(), indent=2) + "\n")
+        atomic_write_text(out_dir / "bench.md", report.markdown())
+        png = plot_pareto(
+            [f"{r.run}\n{r.variant}" for r in rows],
+            [r.latency_ms[1] for r in rows],
+            [r.accuracy for r in rows],
+            [r.size_bytes for r in rows],
+            out_dir / "pareto.png",
+            title=f"accuracy vs latency ({threads} threads, batch 1)",
+        )
+        report.files = [out_dir / "bench.json", out_dir / "bench.md", png]
+    return report
