@@ -28,10 +28,13 @@ def eval_(
     ] = None,
     voc07: Annotated[bool, typer.Option(help="detection: VOC2007 11-point AP@0.5")] = False,
     images: Annotated[str | None, typer.Option(help="detection, coco: images folder")] = None,
+    fid_samples: Annotated[
+        int, typer.Option(help="VAE/DCGAN: test images (and samples) for the FID")
+    ] = 2000,
 ) -> None:
     """Classification: accuracy, per-class table, confusion matrix. Segmentation: mIoU,
     pixel accuracy, per-class IoU table, overlays. Detection: COCO mAP, mAP@0.5, per-class
-    AP table, drawn detections."""
+    AP table, drawn detections. Autoencoders/VAE: MSE, PSNR, SSIM (VAE: ELBO); VAE/DCGAN: FID."""
     task = run_task(run)
     if task == "segmentation":
         _eval_segmentation(run, data, data_dir, split, batch_size or 16)
@@ -40,10 +43,16 @@ def eval_(
         _eval_detection(run, data, data_dir, split, batch_size or 16, voc07, images)
         return
     if task in ("reconstruction", "generation", "translation"):
+        from cnnzoo.tasks.fid import FID_NAME
         from cnnzoo.workflows.gen_evaluate import evaluate_reconstruction
 
-        values = evaluate_reconstruction(run, data, data_dir, split, batch_size)
-        print_metrics(f"{run} ({split})", values, {})
+        values = evaluate_reconstruction(
+            run, data, data_dir, split, batch_size, fid_samples=fid_samples
+        )
+        extra = {}
+        if "fid" in values:
+            extra["fid"] = f"{FID_NAME}, {int(values.pop('fid_samples', 0))} images each"
+        print_metrics(f"{run} ({split})", values, extra)
         return
     from cnnzoo.workflows.evaluate import evaluate
 

@@ -102,6 +102,9 @@ def train(
     decay_start: Annotated[
         float, typer.Option(help="GANs: fraction of epochs before the lr decays linearly to 0")
     ] = 1.0,
+    fid_samples: Annotated[
+        int, typer.Option(help="VAE/DCGAN: test images (and samples) for the FID; 0: none")
+    ] = 2000,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
@@ -119,6 +122,10 @@ def train(
     )
     result = run_train(cfg)
     extra = {"run": result.run_dir, "epochs": result.epochs, "seconds": f"{result.seconds:.1f}"}
+    if "test/fid" in result.metrics:
+        from cnnzoo.tasks.fid import FID_NAME
+
+        extra["test/fid is"] = f"{FID_NAME}, {int(result.metrics['test/fid_samples'])} images each"
     print_metrics(f"{model} on {data}", result.metrics, extra)
 
 

@@ -15,7 +15,10 @@ constant).
 
 Images arrive as uint8 and are scaled to [-1, 1] (the generators' tanh range) by
 :func:`prepare`; label maps stay int64. The losses are logged as ``train/g_*`` and
-``train/d_*``; evaluation (FID, L1) is done by the workflow, not here.
+``train/d_*``. The test loop of a sampling GAN (DCGAN, ``sample(n, labels, generator)``)
+with ``fid_samples > 0`` measures ``test/fid`` (:data:`cnnzoo.tasks.fid.FID_NAME`) between
+that many test images and as many samples (a conditional GAN draws the test images'
+classes), and logs the count as ``test/fid_samples``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.tasks.classification import NonFiniteLossError
+from cnnzoo.tasks.fid import TestFID, log_test_fid
 
 REQUIRED = ("generator_parameters", "discriminator_parameters", "generator_step",
             "discriminator_step")  # fmt: skip
@@ -60,6 +64,8 @@ class GANTask(L.LightningModule):
         lr: both players' learning rate (``lr_d`` overrides the discriminator's).
         betas: Adam's betas.
         decay_start: fraction of the epochs after which the rates decay linearly to 0.
+        fid_samples: test images (and samples) of the test FID; 0: none (the test loop then
+            measures nothing).
 
     Raises:
         CnnzooError: if the model lacks a method of the contract.
@@ -72,6 +78,7 @@ class GANTask(L.LightningModule):
         lr_d: float | None = None,
         betas: tuple[float, float] = (0.5, 0.999),
         decay_start: float = 1.0,
+        fid_samples: int = 0,
     ) -> None:
         super().__init__()
         missing = [m for m in REQUIRED if not hasattr(model, m)]
@@ -85,6 +92,7 @@ class GANTask(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.automatic_optimization = False
+        self._fid: TestFID | None = None
 
     def forward(self, batch: Any) -> Any:
         """Return the generator step's fakes for ``batch`` (no update)."""
@@ -121,6 +129,29 @@ class GANTask(L.LightningModule):
         train = getattr(datasets, "splits", {}).get("train") if datasets is not None else None
         if hasattr(train, "set_epoch"):  # unpaired data: new partners every epoch
             train.set_epoch(self.current_epoch + 1)
+
+    def on_test_epoch_start(self) -> None:
+        samples = self.hparams.get("fid_samples", 0)
+        self._fid = None
+        if samples > 0 and hasattr(self.model, "sample"):
+            self._fid = TestFID(samples, self.device, self.trainer.world_size, self.global_rank)
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        if self._fid is not None:
+            if not isinstance(batch, (tuple, list)):
+                raise CnnzooError("the FID of a GAN needs (images, labels) test batches")
+            labels = batch[1] if getattr(self.model, "num_classes", 0) else None
+            self._fid.add_real(batch[0], labels)
+
+    def on_test_epoch_end(self) -> None:
+        if self._fid is None:
+            return
+        fid, self._fid = self._fid, None
+
+        def generate(n: int, labels: Tensor | None, gen: torch.Generator) -> Tensor:
+            return (self.model.sample(n, labels=labels, generator=gen).float() + 1) / 2
+
+        log_test_fid(self, fid, generate)
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -13,6 +13,9 @@ is reproducible.
 
 Metrics (torchmetrics, on [0, 1] images): ``psnr`` (dB), ``ssim`` and ``mse``, plus for a VAE
 ``elbo``, ``recon`` and ``kl`` averaged over the images — logged as ``val/...``, ``test/...``.
+With ``fid_samples > 0`` a VAE's test loop also measures ``test/fid``
+(:data:`cnnzoo.tasks.fid.FID_NAME`) between that many clean test images and as many samples,
+and logs the count as ``test/fid_samples``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from cnnzoo.tasks.classification import NonFiniteLossError
+from cnnzoo.tasks.fid import TestFID, log_test_fid
 from cnnzoo.tasks.optim import optimizer_config
 
 
@@ -41,6 +45,8 @@ class ReconstructionTask(L.LightningModule):
         model: the autoencoder or VAE.
         noise: corruption of the input (denoising), e.g. ``"saltpepper:0.1"``; None: none.
         optimizer, lr, weight_decay, scheduler: as for classification (default Adam 1e-3).
+        fid_samples: test images (and samples) of the test FID; 0, or a model without
+            ``sample`` (a plain autoencoder): no FID.
 
     Raises:
         CnnzooError: for a bad ``noise`` spec.
@@ -56,6 +62,7 @@ class ReconstructionTask(L.LightningModule):
         nesterov: bool = False,
         weight_decay: float = 0.0,
         scheduler: str = "onecycle",
+        fid_samples: int = 0,
     ) -> None:
         super().__init__()
         if noise is not None:
@@ -75,6 +82,7 @@ class ReconstructionTask(L.LightningModule):
                 for split in ("val", "test")
             }
         )
+        self._fid: TestFID | None = None
 
     def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Return the model's input for clean images ``x`` in [0, 1]."""
@@ -130,6 +138,20 @@ class ReconstructionTask(L.LightningModule):
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         self._evaluate(batch, "test", batch_idx)
+        if self._fid is not None:
+            self._fid.add_real(batch[0] if isinstance(batch, (tuple, list)) else batch)
+
+    def on_test_epoch_start(self) -> None:
+        samples = self.hparams.get("fid_samples", 0)
+        self._fid = None
+        if samples > 0 and hasattr(self.model, "sample"):
+            self._fid = TestFID(samples, self.device, self.trainer.world_size, self.global_rank)
+
+    def on_test_epoch_end(self) -> None:
+        if self._fid is None:
+            return
+        fid, self._fid = self._fid, None
+        log_test_fid(self, fid, lambda n, labels, gen: self.model.sample(n, generator=gen))
 
     def configure_optimizers(self) -> Any:
         return optimizer_config(

@@ -1,12 +1,18 @@
-"""``cnnzoo eval`` of an autoencoder or VAE run: PSNR, SSIM, MSE (and the VAE's ELBO, its
-reconstruction and KL terms) on a split, with the run's input noise when it was denoising."""
+"""``cnnzoo eval`` of an autoencoder, VAE or DCGAN run: PSNR, SSIM, MSE (and the VAE's ELBO,
+its reconstruction and KL terms) on a split, with the run's input noise when it was
+denoising; for a VAE or DCGAN on 1-channel data, the FID with cnnzoo's Fashion-MNIST features
+(:data:`cnnzoo.tasks.fid.FID_NAME`) between the split's images and as many samples."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
+
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
+from cnnzoo.tasks.fid import DEFAULT_FID_SAMPLES
+from cnnzoo.tasks.gan import GANTask
 from cnnzoo.tasks.reconstruction import ReconstructionTask
 from cnnzoo.workflows.assemble import flush_denormals
 from cnnzoo.workflows.evaluate import match_training_data, run_test
@@ -19,30 +25,38 @@ def evaluate_reconstruction(
     split: str = "test",
     batch_size: int | None = None,
     accelerator: str = "auto",
+    fid_samples: int = DEFAULT_FID_SAMPLES,
 ) -> dict[str, float]:
-    """Evaluate an autoencoder or VAE run on a split of its data (or ``data``).
+    """Evaluate an autoencoder, VAE or DCGAN run on a split of its data (or ``data``).
 
     ``batch_size`` defaults to the training's: a denoising run's evaluation noise is seeded
-    per batch, so the same batches reproduce its test metrics exactly.
+    per batch, so the same batches reproduce its test metrics exactly. The FID takes the
+    split's first ``fid_samples`` images and as many samples from fixed seeds, so it
+    reproduces the run's ``test/fid``; it is skipped (with a warning) for data that are not
+    1-channel, and ``fid_samples=0`` turns it off.
 
     Returns:
         ``{"psnr", "ssim", "mse", "loss", ...}`` (a VAE adds ``"elbo"``, ``"recon"``,
-        ``"kl"`` in nats per image).
+        ``"kl"`` in nats per image); a VAE or DCGAN adds ``"fid"`` and ``"fid_samples"``
+        (a DCGAN has only those two).
 
     Raises:
-        CnnzooError: for a GAN or translation run (they are not evaluated by reconstruction),
-            a dataset of another number of channels, or a missing split.
+        CnnzooError: for a translation run (not evaluated here), a GAN on data without FID
+            (not 1-channel, or ``fid_samples=0``), a dataset of another number of channels,
+            or a missing split.
     """
-    from cnnzoo.workflows.generative import RawImages, is_gan
+    from cnnzoo.workflows.generative import RawImages, fid_samples_for, is_gan
 
     flush_denormals()
     run = RunDir.open(run_or_weights)
     model, spec = run.load_model()
-    if spec.get("task") not in ("reconstruction", "generation") or is_gan(model):
+    if spec.get("task") not in ("reconstruction", "generation") or (
+        is_gan(model) and not hasattr(model, "sample")
+    ):
         raise CnnzooError(
             f"{run.path} holds a {spec['model']} ({spec.get('task')}): `cnnzoo eval` measures "
-            "autoencoders and VAEs; GAN and translation runs are not evaluated yet (their "
-            "samples are in plots/)"
+            "autoencoders, VAEs and DCGANs; translation runs are not evaluated yet (their "
+            "translations are in plots/)"
         )
     config = run.read_config()
     trained_on = spec["data"]
@@ -61,6 +75,15 @@ def evaluate_reconstruction(
             f"{data!r} has {dm.spec.in_channels} channels; the model was trained on "
             f"{trained_on['in_channels']}"
         )
-    task = ReconstructionTask(model, noise=config.get("denoise"))
+    samples, note = fid_samples_for(
+        model, spec["task"], dm.spec.in_channels, dm.has_split(split), fid_samples
+    )
+    if is_gan(model):
+        if not samples:
+            why = note or "fid_samples=0"
+            raise CnnzooError(f"{run.path}: a GAN is evaluated by its FID only; {why}")
+        task: L.LightningModule = GANTask(model, fid_samples=samples)
+    else:
+        task = ReconstructionTask(model, noise=config.get("denoise"), fid_samples=samples)
     metrics = run_test(task, dm, accelerator)
     return {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("test/")}

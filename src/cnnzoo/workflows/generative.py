@@ -1,10 +1,12 @@
 """Autoencoder, VAE, GAN and image-translation runs: the :class:`~cnnzoo.workflows.train.Job`
 of ``cnnzoo train`` for the tasks ``reconstruction``, ``generation`` and ``translation``,
-and the run's pictures (reconstructions, samples, translations per epoch)."""
+the run's pictures (reconstructions, samples, translations per epoch), and which runs get a
+test FID (:func:`fid_samples_for`)."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ from cnnzoo.data.datamodule import ClassificationData
 from cnnzoo.data.translation import TranslationData
 from cnnzoo.errors import CnnzooError
 from cnnzoo.registry import create_model, model_info
+from cnnzoo.tasks.fid import FID_NAME
 from cnnzoo.tasks.gan import GANTask
 from cnnzoo.tasks.reconstruction import ReconstructionTask
 
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 GENERATIVE_TASKS = ("reconstruction", "generation", "translation")
 _OTHER_TASK_OPTIONS = ("classes", "per_class", "weights", "strategy", "backbone_weights",
                        "class_weights", "images")  # fmt: skip
+logger = logging.getLogger("cnnzoo")
 
 
 class RawImages(ClassificationData):
@@ -40,6 +44,27 @@ class RawImages(ClassificationData):
 def is_gan(model: torch.nn.Module) -> bool:
     """Return whether ``model`` follows the GAN contract (trained by :class:`GANTask`)."""
     return hasattr(model, "generator_step") and hasattr(model, "discriminator_step")
+
+
+def fid_samples_for(
+    model: torch.nn.Module, task: str, in_channels: int, has_test: bool, samples: int
+) -> tuple[int, str | None]:
+    """Return ``(images per test FID, note)`` for a run: ``samples`` for a VAE or a
+    sampling GAN (DCGAN) on 1-channel data with a test split, else 0 and, where a generator
+    is skipped, the reason (also logged as a warning) — the FID's features come from a
+    Fashion-MNIST classifier, meaningless for colour images.
+    """
+    if task != "generation" or not hasattr(model, "sample") or samples <= 0:
+        return 0, None
+    if in_channels != 1:
+        note = (f"{FID_NAME} skipped: the data have {in_channels} channels, the extractor "
+                "takes 1-channel Fashion-MNIST-like images")  # fmt: skip
+    elif not has_test:
+        note = f"{FID_NAME} skipped: the data have no test split"
+    else:
+        return samples, None
+    logger.warning(note)
+    return 0, note
 
 
 def _model_args(cfg: TrainConfig, spec: Any, data: Any) -> dict[str, Any]:
@@ -92,13 +117,20 @@ def generative_job(cfg: TrainConfig) -> Job:
     spec = data.spec
     model_args = _model_args(cfg, spec, data)
     model = create_model(cfg.model, **model_args)
+    fid_samples, fid_note = fid_samples_for(
+        model, info.task, spec.in_channels, data.has_split("test"),
+        cfg.fid_samples,
+    )  # fmt: skip
     if is_gan(model):
-        module: L.LightningModule = GANTask(model, lr=cfg.lr or 2e-4, decay_start=cfg.decay_start)
+        module: L.LightningModule = GANTask(
+            model, lr=cfg.lr or 2e-4, decay_start=cfg.decay_start, fid_samples=fid_samples
+        )
         monitor, columns, train_columns = None, ("g_loss", "d_loss"), ("g_loss", "d_loss")
     else:
         module = ReconstructionTask(
             model, noise=cfg.denoise, optimizer=cfg.optimizer or "adam", lr=cfg.lr or 1e-3,
             weight_decay=cfg.weight_decay or 0.0, scheduler=cfg.scheduler,
+            fid_samples=fid_samples,
         )  # fmt: skip
         if info.task == "generation":  # VAE: the ELBO decides
             monitor, columns, train_columns = "val/elbo", ("loss", "elbo", "psnr"), ("loss",)
@@ -110,11 +142,15 @@ def generative_job(cfg: TrainConfig) -> Job:
 
         folder = RunDir(cfg.out).plots / "samples"
         callbacks.append(GenerativeSnapshots(folder, cfg.snapshots, cfg.model))
-    notes = {"denoise": cfg.denoise} if cfg.denoise else {}
+    notes: dict[str, Any] = {"denoise": cfg.denoise} if cfg.denoise else {}
+    if fid_samples:
+        notes["fid"] = f"{FID_NAME} on up to {fid_samples} test images and as many samples"
+    elif fid_note:
+        notes["fid"] = fid_note
     return Job(
         info.task, data, model, module, spec, model_args, None, monitor=monitor or "",
         columns=columns, callbacks=callbacks, notes=notes, train_columns=train_columns,
-        test=not is_gan(model),
+        test=not is_gan(model) or fid_samples > 0,
     )  # fmt: skip
 
 
