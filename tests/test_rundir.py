@@ -49,3 +49,16 @@ def test_model_round_trip_through_safetensors(tmp_path):
 def test_open_rejects_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(CnnzooError, match="is not a cnnzoo run"):
         RunDir.open(tmp_path)
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    import os
+
+    from cnnzoo.rundir import atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "report.html", "<p>hi</p>")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644

@@ -50,8 +50,23 @@ def info(
     ] = None,
     num_classes: Annotated[int | None, typer.Option()] = None,
     depth: Annotated[int, typer.Option(help="module nesting depth shown")] = 2,
+    graph: Annotated[
+        str | None,
+        typer.Option(
+            help="also draw the computational graph (modules, tensor shapes) to "
+            "this .svg or .png file (needs Graphviz)"
+        ),
+    ] = None,
+    graph_depth: Annotated[
+        int | None,
+        typer.Option(
+            help="graph: modules deeper than this are one box (default: the "
+            "deepest level with at most 70 nodes)"
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="graph: replace an existing file")] = False,
 ) -> None:
-    """Per-layer output shapes, parameters and MACs of one model."""
+    """Per-layer output shapes, parameters and MACs of one model (and its graph)."""
     from cnnzoo.registry import create_model, model_info
     from cnnzoo.summary import summarize
 
@@ -80,3 +95,8 @@ def info(
     total_macs = sum(r.macs for r in rows if r.depth == 1)
     table.add_row("total", "", "", f"{total_params:,}", human(total_macs), style="bold")
     console.print(table)
+    if graph is not None:
+        from cnnzoo.viz.graph import draw_graph
+
+        written = draw_graph(model, (1, *size), graph, depth=graph_depth, overwrite=overwrite)
+        console.print(f"wrote the computational graph to {written}", highlight=False)

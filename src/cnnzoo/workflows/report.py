@@ -1,0 +1,419 @@
+"""One self-contained HTML page comparing run directories (``cnnzoo report``).
+
+The page holds a summary table (model, task, data, cost and every ``test/*`` metric, the best
+per column highlighted), the configuration keys that differ between the runs, the
+``metrics.csv`` curves the runs share overlaid in one new figure, and a section per run with
+every PNG of its ``plots/`` folder. Images are embedded as base64 data URIs and the CSS is
+inline, so the file can be mailed or archived alone; nothing needs JavaScript.
+
+Any task's runs work (classification, segmentation, detection, generative, compressed):
+the page shows what a run has and skips what it lacks.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnzoo.errors import CnnzooError
+from cnnzoo.rundir import atomic_write_text
+
+RUN_FILES = ("metrics.json", "model.json", "config.yaml", "metrics.csv")
+# metrics where a smaller value is better (matched against the last part of the name)
+LOWER_IS_BETTER = ("loss", "mse", "mae", "fid", "error", "bpd", "nll", "kl", "seconds")
+CONFIG_IGNORED = ("out",)  # always differs, and the run's name already says it
+CSV_NOT_CURVES = ("epoch", "step", "seconds")
+MAX_PLOTS_PER_RUN = 40
+MAX_OVERLAYS = 12
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
+ padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em}
+th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.best{background:#d9f2d9;font-weight:bold}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.85em;color:#555}.note{color:#777;font-size:.9em}
+code{background:#f6f6f6;padding:0 .2em}
+"""
+
+
+@dataclass
+class RunRecord:
+    """What one run directory holds (each part empty when its file is missing or unreadable)."""
+
+    path: Path
+    name: str
+    summary: dict[str, Any] = field(default_factory=dict)  # metrics.json
+    spec: dict[str, Any] = field(default_factory=dict)  # model.json
+    config: dict[str, Any] = field(default_factory=dict)  # config.yaml
+    rows: list[dict[str, str]] = field(default_factory=list)  # metrics.csv
+    plots: list[Path] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        m = self.summary.get("metrics")
+        return m if isinstance(m, dict) else {}
+
+    def get(self, key: str) -> Any:
+        """Return ``key`` from metrics.json, else model.json, else config.yaml (or None)."""
+        aliases = {"dataset": "data"}
+        for source in (self.summary, self.spec, self.config):
+            for k in (key, aliases.get(key, key)):
+                if source.get(k) is not None:
+                    return source[k]
+        return None
+
+
+def _read(run: RunRecord, name: str, parse: Any) -> Any:
+    path = run.path / name
+    if not path.is_file():
+        return None
+    try:
+        return parse(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError, csv.Error) as err:
+        run.problems.append(f"{name} could not be read ({type(err).__name__})")
+        return None
+
+
+def load_run(path: str | Path, name: str | None = None) -> RunRecord:
+    """Read what exists of a run directory.
+
+    Returns:
+        The run's record; files that are missing leave their part empty, unreadable ones
+        add a line to ``problems``.
+
+    Raises:
+        CnnzooError: if ``path`` is not a directory with any of metrics.json, model.json,
+            config.yaml or metrics.csv.
+    """
+    p = Path(path)
+    if not p.is_dir() or not any((p / f).is_file() for f in RUN_FILES):
+        raise CnnzooError(
+            f"{path} is not a cnnzoo run directory: expected a folder with "
+            f"{', '.join(RUN_FILES)} (written by `cnnzoo train`)"
+        )
+    run = RunRecord(p, name or p.name)
+    for attr, file, parse in (
+        ("summary", "metrics.json", json.loads),
+        ("spec", "model.json", json.loads),
+        ("config", "config.yaml", yaml.safe_load),
+    ):
+        value = _read(run, file, parse)
+        if isinstance(value, dict):
+            setattr(run, attr, value)
+        elif value is not None:
+            run.problems.append(f"{file} does not hold a mapping")
+    rows = _read(run, "metrics.csv", lambda text: list(csv.DictReader(io.StringIO(text))))
+    run.rows = rows or []
+    if (p / "plots").is_dir():
+        top = sorted(p.glob("plots/*.png"))
+        nested = sorted(q for q in p.glob("plots/*/**/*.png") if q.is_file())
+        run.plots = [q for q in top if q.is_file()] + nested
+    return run
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """Folder names, or the paths as given where two folders share a name."""
+    names = [p.name or str(p) for p in paths]
+    return [str(p) if names.count(n) > 1 else n for p, n in zip(paths, names, strict=True)]
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if abs(value) >= 1e5 or 0 < abs(value) < 1e-3:
+            return f"{value:.4g}"
+        return f"{value:.2f}" if abs(value) >= 100 else f"{value:.4f}"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _cell(value: Any, best: bool = False) -> str:
+    """One ``<td>``: numbers right-aligned, the exact value in the tooltip."""
+    classes = []
+    if _number(value) is not None and not isinstance(value, str):
+        classes.append("num")
+    if best:
+        classes.append("best")
+    cls = f' class="{" ".join(classes)}"' if classes else ""
+    title = f' title="{escape(repr(value))}"' if isinstance(value, float) else ""
+    return f"<td{cls}{title}>{escape(_fmt(value))}</td>"
+
+
+def _lower_is_better(metric: str) -> bool:
+    last = metric.rsplit("/", 1)[-1].lower()
+    return any(last == w or last.endswith("_" + w) or last.startswith(w) for w in LOWER_IS_BETTER)
+
+
+def best_runs(runs: list[RunRecord], metric: str) -> set[int]:
+    """Return the indices of the runs with the best value of ``metric`` among the runs of
+    their task (a task's best only where at least two of its runs have the metric)."""
+    out: set[int] = set()
+    for task in {str(r.get("task")) for r in runs}:
+        present = [
+            (v, i)
+            for i, r in enumerate(runs)
+            if str(r.get("task")) == task and (v := _number(r.metrics.get(metric))) is not None
+        ]
+        if len(present) >= 2:
+            target = (min if _lower_is_better(metric) else max)(v for v, _ in present)
+            out |= {i for v, i in present if v == target}
+    return out
+
+
+def _table(header: list[str], body: list[str]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _compression_method(run: RunRecord) -> str | None:
+    info = run.summary.get("compression")
+    if not isinstance(info, dict):
+        return None
+    return str(info.get("method") or "yes")
+
+
+def _summary_table(runs: list[RunRecord]) -> str:
+    metrics = sorted({k for r in runs for k in r.metrics if k.startswith("test/")})
+    columns = ["model", "task", "dataset", "params", "epochs", "seconds"]
+    methods = [_compression_method(r) for r in runs]
+    if any(methods):
+        columns.append("compression")
+    best = {m: best_runs(runs, m) for m in metrics}
+    body = []
+    for i, r in enumerate(runs):
+        cells = [f"<td>{escape(r.name)}</td>"]
+        cells += [_cell(methods[i] if c == "compression" else r.get(c)) for c in columns]
+        cells += [_cell(r.metrics.get(m), i in best[m]) for m in metrics]
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    note = (
+        '<p class="note">Best per metric among runs of the same task highlighted (lowest for '
+        "losses, errors, MSE and FID; highest otherwise). Hover a number for its exact value."
+        "</p>"
+        if metrics
+        else '<p class="note">No run has test metrics.</p>'
+    )
+    return _table(["run", *columns, *metrics], body) + note
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value} if prefix else {}
+
+
+def config_differences(runs: list[RunRecord]) -> list[tuple[str, list[Any]]]:
+    """Return the (dotted) configuration keys whose values differ between runs, with each
+    run's value (None where a run lacks the key), in the order they first appear."""
+    flat = [_flatten(r.config) for r in runs]
+    keys: dict[str, None] = {}
+    for f in flat:
+        keys.update(dict.fromkeys(f))
+    missing = object()
+    out = []
+    for key in keys:
+        if key.split(".")[0] in CONFIG_IGNORED:
+            continue
+        values = [f.get(key, missing) for f in flat]
+        if any(json.dumps(v, default=str, sort_keys=True) !=
+               json.dumps(values[0], default=str, sort_keys=True) for v in values):  # fmt: skip
+            out.append((key, [None if v is missing else v for v in values]))
+    return out
+
+
+def _config_section(runs: list[RunRecord]) -> str:
+    if len(runs) < 2:
+        return '<p class="note">One run: nothing to compare.</p>'
+    if not any(r.config for r in runs):
+        return '<p class="note">No run has a config.yaml.</p>'
+    diffs = config_differences(runs)
+    if not diffs:
+        return '<p class="note">The runs have the same configuration.</p>'
+    body = [
+        f"<tr><td><code>{escape(k)}</code></td>{''.join(_cell(v) for v in vals)}</tr>"
+        for k, vals in diffs
+    ]
+    return _table(["key", *[r.name for r in runs]], body)
+
+
+def _series(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for i, row in enumerate(rows):
+        y = _number(row.get(key))
+        x = _number(row.get("epoch"))
+        if y is not None:
+            xs.append(x if x is not None else float(i + 1))
+            ys.append(y)
+    return xs, ys
+
+
+def shared_curves(runs: list[RunRecord]) -> list[str]:
+    """Return the ``metrics.csv`` columns (not epoch, step, seconds) with values in at least
+    two runs, validation before training, at most 12."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        cols = {k for row in r.rows for k, v in row.items() if k and _number(v) is not None}
+        for c in cols:
+            counts[c] = counts.get(c, 0) + 1
+    shared = [c for c, n in counts.items() if n >= 2 and c not in CSV_NOT_CURVES]
+    order = {"val": 0, "train": 1}
+    shared.sort(key=lambda c: (order.get(c.split("/")[0], 2), c.split("/")[-1], c))
+    return shared[:MAX_OVERLAYS]
+
+
+def overlay_figure(runs: list[RunRecord], columns: list[str]) -> bytes:
+    """Return a PNG with one panel per column: every run's curve against epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    ncols = min(3, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, col in zip(axes.flat, columns, strict=False):
+        for r in runs:
+            x, y = _series(r.rows, col)
+            if x:
+                ax.plot(x, y, "-o", markersize=3, label=r.name)
+        ax.set_title(col)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(columns) :]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _img(data: bytes, alt: str) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f'<img src="data:image/png;base64,{encoded}" alt="{escape(alt)}">'
+
+
+def _details_table(run: RunRecord) -> str:
+    """Everything else metrics.json holds (compression, class IoU / AP, ...), flattened."""
+    standard = {"model", "task", "dataset", "epochs", "seconds", "params", "metrics"}
+    extra = {k: v for k, v in run.summary.items() if k not in standard}
+    parts = []
+    other = {k: v for k, v in run.metrics.items() if not k.startswith("test/")}
+    for title, data in (("", other), *extra.items()):
+        flat = _flatten(data, title) if isinstance(data, dict) else {title: data}
+        if not flat:
+            continue
+        body = [f"<tr><td><code>{escape(k)}</code></td>{_cell(v)}</tr>" for k, v in flat.items()]
+        parts.append(_table(["entry", "value"], body))
+    return "".join(parts)
+
+
+def _run_section(run: RunRecord, index: int) -> str:
+    out = [f'<h3 id="run-{index}">{escape(run.name)}</h3>',
+           f'<p class="note">{escape(str(run.path))}</p>']  # fmt: skip
+    out += [f'<p class="note">{escape(p)}</p>' for p in run.problems]
+    out.append(_details_table(run))
+    if not run.plots:
+        out.append('<p class="note">No plots.</p>')
+    shown = run.plots[:MAX_PLOTS_PER_RUN]
+    for plot in shown:
+        try:
+            data = plot.read_bytes()
+        except OSError:
+            out.append(f'<p class="note">{escape(plot.name)} could not be read.</p>')
+            continue
+        rel = plot.relative_to(run.path / "plots").as_posix()
+        out.append(f"<figure>{_img(data, rel)}<figcaption>{escape(rel)}</figcaption></figure>")
+    if len(run.plots) > len(shown):
+        out.append(f'<p class="note">{len(run.plots) - len(shown)} more plots not shown.</p>')
+    return "\n".join(out)
+
+
+def render_report(runs: list[RunRecord]) -> str:
+    """Return the whole HTML page for ``runs`` (see the module docstring)."""
+    title = "cnnzoo report: " + ", ".join(r.name for r in runs)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="note">{len(runs)} runs, written {escape(stamp)} by cnnzoo report.</p>',
+        "<h2>Summary</h2>",
+        _summary_table(runs),
+        "<h2>Configuration differences</h2>",
+        _config_section(runs),
+    ]
+    curves = shared_curves(runs) if len(runs) >= 2 else []
+    if curves:
+        parts += [
+            "<h2>Curves across runs</h2>",
+            f"<figure>{_img(overlay_figure(runs, curves), 'metrics.csv curves of every run')}"
+            "<figcaption>metrics.csv columns shared by the runs, per epoch</figcaption></figure>",
+        ]
+    parts.append("<h2>Runs</h2>")
+    parts += [_run_section(r, i) for i, r in enumerate(runs)]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(runs: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
+    """Write one self-contained HTML page comparing the run directories ``runs``.
+
+    Returns:
+        The path written (atomically).
+
+    Raises:
+        CnnzooError: for no runs, a path that is not a run directory, or an existing ``out``
+            without ``overwrite`` (or one that is a folder).
+    """
+    if not runs:
+        raise CnnzooError("cnnzoo report needs at least one run directory")
+    out = Path(out)
+    if out.is_dir():
+        raise CnnzooError(f"--out {out} is a folder; expected an .html file name")
+    if out.exists() and not overwrite:
+        raise CnnzooError(f"{out} already exists; choose another --out or pass --overwrite")
+    paths = [Path(r) for r in runs]
+    records = [load_run(p, n) for p, n in zip(paths, _names(paths), strict=True)]
+    atomic_write_text(out, render_report(records))
+    return out
