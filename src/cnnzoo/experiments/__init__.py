@@ -73,7 +73,14 @@ def register_experiment(
 
 
 def _ensure_loaded() -> None:
-    from cnnzoo.experiments import detector_cost, seg_cost, transfer, upsampling  # noqa: F401
+    from cnnzoo.experiments import (  # noqa: F401
+        ae_pretraining,
+        compression,
+        detector_cost,
+        seg_cost,
+        transfer,
+        upsampling,
+    )
 
 
 def list_experiments() -> list[Experiment]:
