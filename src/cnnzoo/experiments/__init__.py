@@ -75,11 +75,15 @@ def register_experiment(
 def _ensure_loaded() -> None:
     from cnnzoo.experiments import (  # noqa: F401
         ae_pretraining,
+        aux_loss,
+        bottleneck,
         compression,
         detector_cost,
+        layerwise,
         seg_cost,
         transfer,
         upsampling,
+        vanishing_gradients,
     )
 
 

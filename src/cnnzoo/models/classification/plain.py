@@ -57,30 +57,40 @@ def plain34(num_classes: int = 1000, in_channels: int = 3, small_input: bool = F
 
 
 @_register_cifar()
-def plain20(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def plain20(
+    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", norm: bool = True
+) -> CifarResNet:
     """Plain-20: resnet20 without skip connections."""
     return CifarResNet(20, **locals(), residual=False)
 
 
 @_register_cifar()
-def plain32(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def plain32(
+    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", norm: bool = True
+) -> CifarResNet:
     """Plain-32: resnet32 without skip connections."""
     return CifarResNet(32, **locals(), residual=False)
 
 
 @_register_cifar()
-def plain44(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def plain44(
+    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", norm: bool = True
+) -> CifarResNet:
     """Plain-44: resnet44 without skip connections."""
     return CifarResNet(44, **locals(), residual=False)
 
 
 @_register_cifar()
-def plain56(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def plain56(
+    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", norm: bool = True
+) -> CifarResNet:
     """Plain-56: resnet56 without skip connections (higher error than plain-20, Fig. 6)."""
     return CifarResNet(56, **locals(), residual=False)
 
 
 @_register_cifar()
-def plain110(num_classes: int = 10, in_channels: int = 3) -> CifarResNet:
+def plain110(
+    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", norm: bool = True
+) -> CifarResNet:
     """Plain-110: resnet110 without skip connections (the paper reports >60 % error, Fig. 6)."""
     return CifarResNet(110, **locals(), residual=False)

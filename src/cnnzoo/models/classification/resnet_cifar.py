@@ -11,9 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cnnzoo.layers import BasicBlock, ZeroPadShortcut
+from torch import nn
+
+from cnnzoo.errors import CnnzooError
+from cnnzoo.layers import BasicBlock, ConvBnAct, ZeroPadShortcut
 from cnnzoo.models.classification.resnet import HE_2016, ResNet
 from cnnzoo.registry import register_model
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+"""The non-linearities a CIFAR ResNet/plain net can use (``activation=``): the lecture's
+recap contrasts the sigmoid (saturating, derivative at most 1/4) with the ReLU."""
 
 
 class CifarResNet(ResNet):
@@ -25,6 +32,14 @@ class CifarResNet(ResNet):
         in_channels: channels of the input image.
         zero_init_residual: start each block's last BN scale at zero.
         residual: False removes the skip connections (the paper's plain-20 ... plain-110).
+        activation: the non-linearity after every convolution-BN and after each block's sum:
+            ``"relu"`` (the paper's), ``"sigmoid"`` or ``"tanh"`` (see :data:`ACTIVATIONS`).
+        norm: False removes every BatchNorm; the convolutions then carry a bias.
+
+    Raises:
+        ValueError: for a depth that is not 6n + 2.
+        CnnzooError: for an unknown ``activation``, or ``zero_init_residual`` without
+            ``norm`` (there is no BN scale to zero).
     """
 
     def __init__(
@@ -34,7 +49,15 @@ class CifarResNet(ResNet):
         in_channels: int = 3,
         zero_init_residual: bool = False,
         residual: bool = True,
+        activation: str = "relu",
+        norm: bool = True,
     ) -> None:
+        if activation not in ACTIVATIONS:
+            raise CnnzooError(
+                f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}"
+            )
+        if zero_init_residual and not norm:
+            raise CnnzooError("zero_init_residual=True needs norm=True (it zeroes a BN scale)")
         if depth < 8 or (depth - 2) % 6 != 0:
             raise ValueError(f"CIFAR ResNet depth must be 6n + 2 with n >= 1, got {depth}")
         n = (depth - 2) // 6
@@ -52,6 +75,34 @@ class CifarResNet(ResNet):
             # parameter-free zero-padding shortcut keeps plain and residual nets the same size.
             shortcut_layer=ZeroPadShortcut,
         )
+        self.activation = activation
+        self.norm = norm
+        if activation != "relu":
+            self._replace_activations(ACTIVATIONS[activation])
+        if not norm:
+            self._remove_batchnorm()
+
+    def _replace_activations(self, act_layer: type[nn.Module]) -> None:
+        """Swap every ReLU (after each conv-BN and after each block's sum) for ``act_layer``."""
+        for module in list(self.modules()):
+            if isinstance(module, (ConvBnAct, BasicBlock)) and isinstance(
+                getattr(module, "act", None), nn.ReLU
+            ):
+                module.act = act_layer()
+
+    def _remove_batchnorm(self) -> None:
+        """Drop every conv-BN's BN and give its convolution a bias (He-normal, zero bias)."""
+        for module in list(self.modules()):
+            if isinstance(module, ConvBnAct) and hasattr(module, "bn"):
+                old = module.conv
+                conv = nn.Conv2d(
+                    old.in_channels, old.out_channels, old.kernel_size, old.stride,
+                    old.padding, old.dilation, old.groups, bias=True,
+                )  # fmt: skip
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+                module.conv = conv  # same name and place: Sequential keeps the order
+                del module.bn
 
     @staticmethod
     def torchvision_key(key: str) -> str | None:
@@ -78,6 +129,8 @@ def resnet20(
     in_channels: int = 3,
     zero_init_residual: bool = False,
     residual: bool = True,
+    activation: str = "relu",
+    norm: bool = True,
 ) -> CifarResNet:
     """ResNet-20 (n = 3); the paper lists 0.27 M parameters, 8.75 % CIFAR-10 error."""
     return CifarResNet(20, **locals())
@@ -89,6 +142,8 @@ def resnet32(
     in_channels: int = 3,
     zero_init_residual: bool = False,
     residual: bool = True,
+    activation: str = "relu",
+    norm: bool = True,
 ) -> CifarResNet:
     """ResNet-32 (n = 5); the paper lists 0.46 M parameters, 7.51 % CIFAR-10 error."""
     return CifarResNet(32, **locals())
@@ -100,6 +155,8 @@ def resnet44(
     in_channels: int = 3,
     zero_init_residual: bool = False,
     residual: bool = True,
+    activation: str = "relu",
+    norm: bool = True,
 ) -> CifarResNet:
     """ResNet-44 (n = 7); the paper lists 0.66 M parameters, 7.17 % CIFAR-10 error."""
     return CifarResNet(44, **locals())
@@ -111,6 +168,8 @@ def resnet56(
     in_channels: int = 3,
     zero_init_residual: bool = False,
     residual: bool = True,
+    activation: str = "relu",
+    norm: bool = True,
 ) -> CifarResNet:
     """ResNet-56 (n = 9); the paper lists 0.85 M parameters, 6.97 % CIFAR-10 error."""
     return CifarResNet(56, **locals())
@@ -122,6 +181,8 @@ def resnet110(
     in_channels: int = 3,
     zero_init_residual: bool = False,
     residual: bool = True,
+    activation: str = "relu",
+    norm: bool = True,
 ) -> CifarResNet:
     """ResNet-110 (n = 18); the paper lists 1.7 M parameters, 6.43 % CIFAR-10 error."""
     return CifarResNet(110, **locals())
