@@ -9,7 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(2)
+# One intra-op thread: the tests' models are tiny, and two threads spin-waiting on a busy
+# 2-core machine are up to 100x slower. Tests that need more set it themselves.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

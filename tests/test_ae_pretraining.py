@@ -22,14 +22,6 @@ TINY = aep.AEPretrainingSettings(
 )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def mini() -> aep.UnlabelledImages:
     return aep.UnlabelledImages("fashion-mnist-mini", batch_size=16)

@@ -20,11 +20,6 @@ from cnnzoo.compress.lowbit import (
 from cnnzoo.errors import CnnzooError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
 class Tiny(nn.Module):
     """stem conv (first) -> conv + BN -> classifier (last), like a cnnzoo classifier."""
 

@@ -30,11 +30,6 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
 def _build(name: str, seed: int = 0) -> nn.Module:
     """A model that behaves like a trained one, cheaply: BatchNorm statistics of real images
     (so folding BN into Conv is exercised) and a last linear layer fitted by ridge regression

@@ -22,11 +22,6 @@ from cnnzoo.compress.shapes import apply_module_shapes, module_shapes
 from cnnzoo.rundir import RunDir
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
-
-
 def _macs(model: nn.Module, x: torch.Tensor) -> int:
     import torch_pruning as tp
 

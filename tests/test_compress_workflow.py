@@ -18,14 +18,6 @@ from cnnzoo.workflows.compress import INT8_FILE, CompressConfig, compress
 from cnnzoo.workflows.train import TrainConfig, train
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _train(out: Path, model: str = "resnet20", **kwargs) -> Path:
     cfg = TrainConfig(model=model, data="fashion-mnist-mini", out=str(out), epochs=1,
                       batch_size=64, subset=256, val_fraction=0.0, progress=False,
@@ -35,7 +27,6 @@ def _train(out: Path, model: str = "resnet20", **kwargs) -> Path:
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
-    torch.set_num_threads(1)
     return _train(tmp_path_factory.mktemp("base") / "r20")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from cnnzoo.experiments import list_experiments, run_experiment
 
@@ -21,15 +20,7 @@ def tiny_scenes(tmp_path_factory):
     return "scenes:" + str(root)
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_detector_cost_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes, one_thread):
+def test_detector_cost_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes):
     import cnnzoo.experiments.detector_cost as cost
 
     tiny = cost.DetCostSettings(

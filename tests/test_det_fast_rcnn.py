@@ -22,17 +22,6 @@ from cnnzoo.models.detection.proposals import (
 )
 from cnnzoo.registry import list_models, model_info
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on a shared machine: one intra-op thread avoids OpenMP spin contention
-    (conftest sets two); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = dict(backbone="convnet", widths=(8, 16, 16), head_channels=32, rpn_channels=16)
 
 

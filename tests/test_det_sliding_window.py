@@ -26,14 +26,6 @@ from cnnzoo.registry import list_models, model_info
 TINY = dict(backbone="convnet", widths=(8, 16), crop_size=16)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny(num_classes: int = 3, **kwargs) -> SlidingWindowDetector:
     torch.manual_seed(0)
     return cnnzoo.create_model("sliding_window", num_classes=num_classes, **{**TINY, **kwargs})

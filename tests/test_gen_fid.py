@@ -31,14 +31,6 @@ from cnnzoo.workflows.generative import fid_samples_for
 from cnnzoo.workflows.train import TrainConfig, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def mini_test() -> tuple[torch.Tensor, torch.Tensor]:
     images, labels = load_fashion_mnist_mini("test")

@@ -32,15 +32,6 @@ TINY: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and lose much when the CPU is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(name: str, **kwargs: Any) -> nn.Module:
     torch.manual_seed(0)
     return cnnzoo.create_model(name, **{**TINY[name], **kwargs})

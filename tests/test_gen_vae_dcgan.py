@@ -14,16 +14,6 @@ from cnnzoo.models.generative import vae as vae_module  # registers vae
 from cnnzoo.models.generative.vae import kl_divergence
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one intra-op thread is as fast, and two threads spin-waiting
-    on a busy machine are up to 100x slower (conftest sets two). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def rectangles(n: int, size: int = 28, seed: int = 0) -> torch.Tensor:
     """``n`` images in [0, 1]: a bright rectangle of random place and size on a dark ground."""
     g = torch.Generator().manual_seed(seed)

@@ -18,14 +18,6 @@ from cnnzoo.workflows.sample import sample, translate
 from cnnzoo.workflows.train import TrainConfig, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _cfg(model: str, out: Path, **overrides) -> TrainConfig:
     base = dict(model=model, data="fashion-mnist-mini", out=str(out), epochs=2, subset=256,
                 batch_size=32, progress=False, accelerator="cpu", snapshots=4)  # fmt: skip

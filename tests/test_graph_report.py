@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -21,11 +20,6 @@ from cnnzoo.viz.graph import MAX_AUTO_NODES, draw_graph
 from cnnzoo.workflows.report import write_report
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz dot not installed")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    torch.set_num_threads(1)
 
 
 def _nodes(svg: str) -> int:

@@ -12,14 +12,6 @@ from cnnzoo import CnnzooError
 from cnnzoo.experiments import run_experiment
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batches() -> lw.Batches:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(64, 1, 12, 12, generator=gen)

@@ -45,7 +45,7 @@ def _check_written(out, rows, columns):
         assert (out / figure).stat().st_size > 5000
 
 
-def test_upsampling_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes, one_thread):
+def test_upsampling_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes):
     import cnnzoo.experiments.upsampling as up
 
     tiny = up.UpsamplingSettings(
@@ -71,7 +71,7 @@ def test_upsampling_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes, on
     assert (tmp_path / "up" / "predictions.png").is_file()
 
 
-def test_segmentation_cost_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes, one_thread):
+def test_segmentation_cost_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes):
     import cnnzoo.experiments.seg_cost as cost
 
     tiny = cost.SegCostSettings(

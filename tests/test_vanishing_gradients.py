@@ -19,14 +19,6 @@ from cnnzoo.registry import create_model
 from cnnzoo.viz.gradients import plot_gradient_norms
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _count(model: nn.Module, kind: type[nn.Module]) -> int:
     return sum(isinstance(m, kind) for m in model.modules())
 

@@ -72,6 +72,14 @@ def register_experiment(
     return decorator
 
 
+def fashion_mnist_name() -> str:
+    """Return ``"fashion-mnist"`` where the full set is on this machine, else the bundled
+    ``"fashion-mnist-mini"`` (experiments then run, on less data, rather than download)."""
+    from cnnzoo.data.fashion_mnist import find_fashion_mnist
+
+    return "fashion-mnist" if find_fashion_mnist() is not None else "fashion-mnist-mini"
+
+
 def _ensure_loaded() -> None:
     from cnnzoo.experiments import (  # noqa: F401
         ae_pretraining,

@@ -46,6 +46,7 @@ from cnnzoo.data.splits import SplitDataModule
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.experiments import ExperimentResult, register_experiment
+from cnnzoo.experiments import fashion_mnist_name as _dataset
 from cnnzoo.models.generative.autoencoder import ConvAutoencoder
 from cnnzoo.models.weights import LoadReport, load_weights
 from cnnzoo.registry import create_model
@@ -88,12 +89,6 @@ class AEPretrainingSettings:
 QUICK = AEPretrainingSettings(
     ae_steps=150, sizes=(10, 250), seeds=(0,), steps=100, latents=(2, 8, 32)
 )
-
-
-def _dataset() -> str:
-    from cnnzoo.data.fashion_mnist import find_fashion_mnist
-
-    return "fashion-mnist" if find_fashion_mnist() is not None else "fashion-mnist-mini"
 
 
 # -- unlabelled data ------------------------------------------------------------------------

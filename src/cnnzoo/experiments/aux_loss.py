@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from cnnzoo.data.datamodule import ClassificationData, prepare_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.experiments import ExperimentResult, register_experiment
+from cnnzoo.experiments import fashion_mnist_name as _dataset
 from cnnzoo.experiments.gradients import gradient_norms
 from cnnzoo.models.base import AuxOutput
 from cnnzoo.registry import create_model
@@ -77,12 +78,6 @@ class AuxLossSettings:
 
 
 QUICK = AuxLossSettings(steps=200, eval_every=50, test_subset=1000)
-
-
-def _dataset() -> str:
-    from cnnzoo.data.fashion_mnist import find_fashion_mnist
-
-    return "fashion-mnist" if find_fashion_mnist() is not None else "fashion-mnist-mini"
 
 
 def main_loss(out: Tensor | AuxOutput, y: Tensor) -> Tensor:

@@ -37,6 +37,7 @@ from torch import nn
 from cnnzoo.data.datamodule import ClassificationData
 from cnnzoo.errors import CnnzooError
 from cnnzoo.experiments import ExperimentResult, register_experiment
+from cnnzoo.experiments import fashion_mnist_name as _dataset
 from cnnzoo.experiments.timing import TrainClock, inference_ms
 from cnnzoo.layers import BasicBlock, Bottleneck, ProjectionShortcut
 from cnnzoo.models.classification.resnet import ResNet
@@ -66,12 +67,6 @@ class BottleneckSettings:
 
 
 QUICK = BottleneckSettings(width=16, blocks=2, steps=200, timing_steps=5)
-
-
-def _dataset() -> str:
-    from cnnzoo.data.fashion_mnist import find_fashion_mnist
-
-    return "fashion-mnist" if find_fashion_mnist() is not None else "fashion-mnist-mini"
 
 
 def build_variant(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnzoo.experiments import ExperimentResult, register_experiment
+from cnnzoo.experiments import ExperimentResult, fashion_mnist_name, register_experiment
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,7 @@ RECIPE = {"batch_size": 256, "lr": 0.1, "precision": "bf16-mixed", "channels_las
 
 
 def _dataset(s: CompressionSettings) -> str:
-    from cnnzoo.data.fashion_mnist import find_fashion_mnist
-
-    if s.data == "fashion-mnist" and find_fashion_mnist() is None:
-        return "fashion-mnist-mini"
-    return s.data
+    return fashion_mnist_name() if s.data == "fashion-mnist" else s.data
 
 
 def _train(model: str, out: Path, epochs: int, data: str, s: CompressionSettings) -> Path:

@@ -22,6 +22,7 @@ import torch
 
 from cnnzoo.data.datamodule import ClassificationData
 from cnnzoo.experiments import ExperimentResult, register_experiment
+from cnnzoo.experiments import fashion_mnist_name as _dataset
 from cnnzoo.registry import create_model
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.classification import ClassificationTask
@@ -53,12 +54,6 @@ class TransferSettings:
 
 
 QUICK = TransferSettings(sizes=(10, 250), seeds=(0,), source_steps=300, target_steps=100)
-
-
-def _dataset() -> str:
-    from cnnzoo.data.fashion_mnist import find_fashion_mnist
-
-    return "fashion-mnist" if find_fashion_mnist() is not None else "fashion-mnist-mini"
 
 
 def _task(model: torch.nn.Module, s: TransferSettings, scale: float = 1.0) -> ClassificationTask:

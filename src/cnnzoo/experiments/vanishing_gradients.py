@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.experiments import ExperimentResult, register_experiment
+from cnnzoo.experiments import fashion_mnist_name as _dataset
 from cnnzoo.experiments.gradients import mean_gradient_norms
 from cnnzoo.models.base import count_params
 
@@ -125,12 +126,6 @@ QUICK = VanishingSettings(
     train_nets=("plain20", "plain56", "resnet20", "resnet56"),
     steps=60, grad_batches=2, eval_points=3, test_images=500,
 )  # fmt: skip
-
-
-def _dataset() -> str:
-    from cnnzoo.data.fashion_mnist import find_fashion_mnist
-
-    return "fashion-mnist" if find_fashion_mnist() is not None else "fashion-mnist-mini"
 
 
 def load_data(dataset: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -89,7 +89,8 @@ class BenchReport:
         return "\n".join(lines) + "\n"
 
 
-def _machine() -> str:
+def cpu_name() -> str:
+    """Return the CPU model (``/proc/cpuinfo``'s model name where there is one)."""
     name = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -242,7 +243,7 @@ def bench(
         rows = [row for r in runs for row in bench_run(r, threads, repeats, onnx, data_dir)]
     finally:
         torch.set_num_threads(previous)
-    report = BenchReport(rows, threads, repeats, _machine(), _versions())
+    report = BenchReport(rows, threads, repeats, cpu_name(), _versions())
     if out_dir:
         from cnnzoo.viz.pareto import plot_pareto
 
