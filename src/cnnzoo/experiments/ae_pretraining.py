@@ -261,25 +261,13 @@ def train_classifier(
 # -- figures ----------------------------------------------------------------------------------
 def plot_accuracy(rows: list[dict[str, Any]], sizes: tuple[int, ...], path: Path) -> Path:
     """Test accuracy vs labelled images per class (log x), one line per method, std bars."""
-    import matplotlib.pyplot as plt
+    from cnnzoo.viz.labels import plot_accuracy_vs_labels
 
-    from cnnzoo.viz.figure import save_figure
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method in METHODS:
-        pts = [r for r in rows if r.get("method") == method]
-        ax.errorbar(
-            [r["per_class"] for r in pts], [r["mean"] for r in pts],
-            yerr=[r["std"] for r in pts], marker="o", capsize=3, label=method,
-        )  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xticks(list(sizes), [str(v) for v in sizes])
-    ax.set_xlabel("labelled training images per class")
-    ax.set_ylabel("test accuracy (10 classes)")
-    ax.set_title("Fashion-MNIST: autoencoder pre-training vs scratch")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
+    return plot_accuracy_vs_labels(
+        rows, METHODS, sizes, path, xlabel="labelled training images per class",
+        ylabel="test accuracy (10 classes)",
+        title="Fashion-MNIST: autoencoder pre-training vs scratch",
+    )  # fmt: skip
 
 
 def plot_compression(rows: list[dict[str, Any]], path: Path) -> Path:

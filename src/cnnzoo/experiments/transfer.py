@@ -104,25 +104,12 @@ def fine_tune_once(
 
 def plot(rows: list[dict[str, Any]], sizes: tuple[int, ...], path: Path) -> Path:
     """Accuracy vs labelled images per class, one line per method, error bars = std."""
-    import matplotlib.pyplot as plt
+    from cnnzoo.viz.labels import plot_accuracy_vs_labels
 
-    from cnnzoo.viz.figure import save_figure
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for method in METHODS:
-        pts = [r for r in rows if r["method"] == method]
-        ax.errorbar(
-            [r["per_class"] for r in pts], [r["mean"] for r in pts],
-            yerr=[r["std"] for r in pts], marker="o", capsize=3, label=method,
-        )  # fmt: skip
-    ax.set_xscale("log")
-    ax.set_xticks(list(sizes), [str(v) for v in sizes])
-    ax.set_xlabel("labelled images per target class")
-    ax.set_ylabel("target test accuracy")
-    ax.set_title("Fashion-MNIST: classes 0-4 -> classes 5-9")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
+    return plot_accuracy_vs_labels(
+        rows, METHODS, sizes, path, xlabel="labelled images per target class",
+        ylabel="target test accuracy", title="Fashion-MNIST: classes 0-4 -> classes 5-9",
+    )  # fmt: skip
 
 
 @register_experiment(
