@@ -111,6 +111,30 @@ def register_model(
     return decorator
 
 
+def register_imagenet_classifier(
+    paper: str, family: str, torchvision: str | None = None
+) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """:func:`register_model` for an ImageNet-layout classifier (3x224x224) whose strided
+    layers are all padded, so each maps any size >= 1 to ceil(size / 2) and global average
+    pooling ends in 1x1: any input size runs (``min_input_size=1``). Below 64 pixels the 32x
+    downsampling would leave maps of 2x2 or less, so the builder's ``small_input`` stem takes
+    over (``small_input_below=64``). ResNet, the plain nets, MobileNet and ShuffleNet.
+
+    Returns:
+        The decorator.
+    """
+    return register_model(
+        task="classification",
+        paper=paper,
+        input_size=(3, 224, 224),
+        min_input_size=1,
+        small_input=True,
+        small_input_below=64,
+        torchvision=torchvision,
+        family=family,
+    )
+
+
 def _ensure_loaded() -> None:
     # Importing the models package runs every @register_model decorator once.
     import cnnzoo.models  # noqa: F401

@@ -24,14 +24,12 @@ common CIFAR adaptations), so the total stride is 8 instead of 32, as with ResNe
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import Tensor, nn
 
 from cnnzoo.layers import ConvBnAct
 from cnnzoo.layers.mobile import DepthwiseSeparableConv, InvertedResidual, make_divisible
 from cnnzoo.models.base import FeatureInfo, FeatureStage, ImageClassifier, init_weights_kaiming
-from cnnzoo.registry import register_model
+from cnnzoo.registry import register_imagenet_classifier
 
 HOWARD_2017 = (
     "Howard et al., MobileNets: Efficient Convolutional Neural Networks for Mobile Vision "
@@ -248,25 +246,7 @@ def _torchvision_block_names(theirs: str, ours: str, expand_ratio: float) -> dic
     return names
 
 
-def _register(
-    paper: str, torchvision: str | None, family: str
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    # min_input_size=1: every convolution is padded, so each stride-2 layer maps any size
-    # >= 1 to ceil(size / 2), and global average pooling ends in 1x1. Below 64 pixels the
-    # 32x downsampling would leave maps of 2x2 or less: the small-input variant takes over.
-    return register_model(
-        task="classification",
-        paper=paper,
-        input_size=(3, 224, 224),
-        min_input_size=1,
-        small_input=True,
-        small_input_below=64,
-        torchvision=torchvision,
-        family=family,
-    )
-
-
-@_register(HOWARD_2017, None, "mobilenet_v1")
+@register_imagenet_classifier(HOWARD_2017, "mobilenet_v1")
 def mobilenet_v1(
     num_classes: int = 1000,
     in_channels: int = 3,
@@ -277,7 +257,7 @@ def mobilenet_v1(
     return MobileNetV1(num_classes, in_channels, width, small_input)
 
 
-@_register(SANDLER_2018, "mobilenet_v2", "mobilenet_v2")
+@register_imagenet_classifier(SANDLER_2018, "mobilenet_v2", "mobilenet_v2")
 def mobilenet_v2(
     num_classes: int = 1000,
     in_channels: int = 3,

@@ -18,19 +18,9 @@ from torch import nn
 from cnnzoo.layers import BasicBlock
 from cnnzoo.models.classification.resnet import HE_2016, ResNet
 from cnnzoo.models.classification.resnet_cifar import CifarResNet
-from cnnzoo.registry import register_model
+from cnnzoo.registry import register_imagenet_classifier, register_model
 
-
-def _register_imagenet() -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    return register_model(
-        task="classification",
-        paper=HE_2016 + " (plain baseline, Fig. 3 middle)",
-        input_size=(3, 224, 224),
-        min_input_size=1,  # as resnet18/34
-        small_input=True,
-        small_input_below=64,
-        family="plain",
-    )
+PLAIN_IMAGENET = HE_2016 + " (plain baseline, Fig. 3 middle)"
 
 
 def _register_cifar() -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
@@ -44,13 +34,13 @@ def _register_cifar() -> Callable[[Callable[..., nn.Module]], Callable[..., nn.M
     )
 
 
-@_register_imagenet()
+@register_imagenet_classifier(PLAIN_IMAGENET, "plain")
 def plain18(num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> ResNet:
     """Plain-18: resnet18 without skip connections (27.94 % top-1 error in Table 2)."""
     return ResNet(BasicBlock, (2, 2, 2, 2), **locals(), residual=False)
 
 
-@_register_imagenet()
+@register_imagenet_classifier(PLAIN_IMAGENET, "plain")
 def plain34(num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> ResNet:
     """Plain-34: resnet34 without skip connections (28.54 % top-1 error in Table 2)."""
     return ResNet(BasicBlock, (3, 4, 6, 3), **locals(), residual=False)

@@ -20,7 +20,7 @@ The weights are the same tensors, so ImageNet weights load into a dilated ResNet
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import Tensor, nn
 
@@ -28,7 +28,7 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import BasicBlock, Bottleneck, ConvBnAct, ProjectionShortcut
 from cnnzoo.layers.residual import ShortcutLayer
 from cnnzoo.models.base import FeatureInfo, FeatureStage, ImageClassifier, init_weights_kaiming
-from cnnzoo.registry import register_model
+from cnnzoo.registry import register_imagenet_classifier
 
 HE_2016 = "He, Zhang, Ren, Sun, Deep Residual Learning for Image Recognition, CVPR 2016"
 
@@ -202,23 +202,7 @@ class ResNet(ImageClassifier):
         return f"{prefix}.conv{number}.{kind}.{rest}"
 
 
-def _register(torchvision: str) -> Callable[[Callable[..., ResNet]], Callable[..., ResNet]]:
-    # min_input_size=1: the 7x7/2 stem, the max-pool (padding 1) and every strided 3x3/1x1
-    # map any size >= 1 to ceil(size / 2), and global average pooling ends in 1x1; a 1x1
-    # input therefore runs (in training mode a batch of at least 2, for BatchNorm).
-    return register_model(
-        task="classification",
-        paper=HE_2016,
-        input_size=(3, 224, 224),
-        min_input_size=1,
-        small_input=True,
-        small_input_below=64,
-        torchvision=torchvision,
-        family="resnet",
-    )
-
-
-@_register("resnet18")
+@register_imagenet_classifier(HE_2016, "resnet", "resnet18")
 def resnet18(
     num_classes: int = 1000,
     in_channels: int = 3,
@@ -231,7 +215,7 @@ def resnet18(
     return ResNet(BasicBlock, (2, 2, 2, 2), **locals())
 
 
-@_register("resnet34")
+@register_imagenet_classifier(HE_2016, "resnet", "resnet34")
 def resnet34(
     num_classes: int = 1000,
     in_channels: int = 3,
@@ -244,7 +228,7 @@ def resnet34(
     return ResNet(BasicBlock, (3, 4, 6, 3), **locals())
 
 
-@_register("resnet50")
+@register_imagenet_classifier(HE_2016, "resnet", "resnet50")
 def resnet50(
     num_classes: int = 1000,
     in_channels: int = 3,
@@ -257,7 +241,7 @@ def resnet50(
     return ResNet(Bottleneck, (3, 4, 6, 3), **locals())
 
 
-@_register("resnet101")
+@register_imagenet_classifier(HE_2016, "resnet", "resnet101")
 def resnet101(
     num_classes: int = 1000,
     in_channels: int = 3,
@@ -270,7 +254,7 @@ def resnet101(
     return ResNet(Bottleneck, (3, 4, 23, 3), **locals())
 
 
-@_register("resnet152")
+@register_imagenet_classifier(HE_2016, "resnet", "resnet152")
 def resnet152(
     num_classes: int = 1000,
     in_channels: int = 3,

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +33,7 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
 from cnnzoo.layers.mobile import ChannelShuffle, DepthwiseSeparableConv, make_divisible
 from cnnzoo.models.base import FeatureInfo, FeatureStage, ImageClassifier, init_weights_kaiming
-from cnnzoo.registry import register_model
+from cnnzoo.registry import register_imagenet_classifier
 
 ZHANG_2018 = (
     "Zhang, Zhou, Lin, Sun, ShuffleNet: An Extremely Efficient Convolutional Neural Network "
@@ -363,25 +362,7 @@ class ShuffleNetV2(ImageClassifier):
         return f"stages.{int(stage) - 2}.{unit}.{branch}.{layer}.{rest}"
 
 
-def _register(
-    paper: str, torchvision: str | None, family: str
-) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    # min_input_size=1: every convolution and the max-pool are padded, so each stride-2
-    # layer maps any size >= 1 to ceil(size / 2), and global average pooling ends in 1x1.
-    # Below 64 pixels the 32x downsampling leaves maps of 2x2 or less: small_input takes over.
-    return register_model(
-        task="classification",
-        paper=paper,
-        input_size=(3, 224, 224),
-        min_input_size=1,
-        small_input=True,
-        small_input_below=64,
-        torchvision=torchvision,
-        family=family,
-    )
-
-
-@_register(ZHANG_2018, None, "shufflenet_v1")
+@register_imagenet_classifier(ZHANG_2018, "shufflenet_v1")
 def shufflenet_v1(
     num_classes: int = 1000,
     in_channels: int = 3,
@@ -393,7 +374,7 @@ def shufflenet_v1(
     return ShuffleNetV1(num_classes, in_channels, groups, scale, small_input)
 
 
-@_register(MA_2018, "shufflenet_v2_x0_5", "shufflenet_v2")
+@register_imagenet_classifier(MA_2018, "shufflenet_v2", "shufflenet_v2_x0_5")
 def shufflenet_v2_x0_5(
     num_classes: int = 1000, in_channels: int = 3, small_input: bool = False
 ) -> ShuffleNetV2:
@@ -401,7 +382,7 @@ def shufflenet_v2_x0_5(
     return ShuffleNetV2(SHUFFLENET_V2_WIDTHS["0_5"], num_classes, in_channels, small_input)
 
 
-@_register(MA_2018, "shufflenet_v2_x1_0", "shufflenet_v2")
+@register_imagenet_classifier(MA_2018, "shufflenet_v2", "shufflenet_v2_x1_0")
 def shufflenet_v2_x1_0(
     num_classes: int = 1000, in_channels: int = 3, small_input: bool = False
 ) -> ShuffleNetV2:
@@ -409,7 +390,7 @@ def shufflenet_v2_x1_0(
     return ShuffleNetV2(SHUFFLENET_V2_WIDTHS["1_0"], num_classes, in_channels, small_input)
 
 
-@_register(MA_2018, "shufflenet_v2_x1_5", "shufflenet_v2")
+@register_imagenet_classifier(MA_2018, "shufflenet_v2", "shufflenet_v2_x1_5")
 def shufflenet_v2_x1_5(
     num_classes: int = 1000, in_channels: int = 3, small_input: bool = False
 ) -> ShuffleNetV2:
@@ -417,7 +398,7 @@ def shufflenet_v2_x1_5(
     return ShuffleNetV2(SHUFFLENET_V2_WIDTHS["1_5"], num_classes, in_channels, small_input)
 
 
-@_register(MA_2018, "shufflenet_v2_x2_0", "shufflenet_v2")
+@register_imagenet_classifier(MA_2018, "shufflenet_v2", "shufflenet_v2_x2_0")
 def shufflenet_v2_x2_0(
     num_classes: int = 1000, in_channels: int = 3, small_input: bool = False
 ) -> ShuffleNetV2:
