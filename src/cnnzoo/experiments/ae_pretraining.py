@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,10 +80,6 @@ class AEPretrainingSettings:
     """Bottlenecks of the compression curve (``latent`` is among them or added)."""
     strip_images: int = 8
     precision: str = "bf16-mixed"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings for the results header."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 QUICK = AEPretrainingSettings(
@@ -376,7 +372,7 @@ def ae_pretraining(out: Path, quick: bool) -> ExperimentResult:
         figures=figures,
         notes=_notes(acc_rows, curve, s.latent),
         settings={
-            **s.to_dict(), "sizes": sizes, "dataset": dataset,
+            **asdict(s), "sizes": sizes, "dataset": dataset,
             "ae_images": len(data.splits["train"]), "ae_labels": "none (images only)",
             "test_images": len(data.splits["test"]),
             "ae_epochs": round(s.ae_steps * s.ae_batch_size / len(data.splits["train"]), 2),

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +71,6 @@ class AuxLossSettings:
     test_subset: int = 2000
     grad_batch: int = 128
     small_input: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings for the results header."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 QUICK = AuxLossSettings(steps=200, eval_every=50, test_subset=1000)
@@ -355,7 +351,7 @@ def aux_loss(out: Path, quick: bool) -> ExperimentResult:
         rows=rows,
         figures=figures,
         notes=notes,
-        settings={**s.to_dict(), "dataset": dataset, "threads": torch.get_num_threads(),
+        settings={**asdict(s), "dataset": dataset, "threads": torch.get_num_threads(),
                   "final_test_accuracy": {n: round(final[n], 4) for n in RUNS},
                   "no_aux": "aux_logits=False, initial weights copied from the aux network"},
     )  # fmt: skip

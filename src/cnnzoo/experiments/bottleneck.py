@@ -26,7 +26,7 @@ estimated from those speeds at about 25 CPU-minutes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +60,6 @@ class BottleneckSettings:
     seed: int = 0
     infer_batch: int = 256
     timing_steps: int = 10
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings for the results header."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 QUICK = BottleneckSettings(width=16, blocks=2, steps=200, timing_steps=5)
@@ -228,7 +224,7 @@ def bottleneck(out: Path, quick: bool) -> ExperimentResult:
         rows=rows,
         figures=[figure],
         notes=notes,
-        settings={**s.to_dict(), "dataset": dataset, "threads": torch.get_num_threads(),
+        settings={**asdict(s), "dataset": dataset, "threads": torch.get_num_threads(),
                   "layout": "3x3 stem, 3 stages x blocks, projection shortcuts, small input",
                   "pairing": "same stages and blocks per stage; bottleneck = same 3x3 widths "
                              "(He et al. Table 1), bottleneck-same-out = same output widths"},

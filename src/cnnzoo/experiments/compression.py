@@ -20,7 +20,7 @@ mini set and single epochs (a few minutes: it shows the mechanics, not the accur
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,6 @@ class CompressionSettings:
     subset: int | None = None
     repeats: int = 30
     threads: int = 2
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings for the results header."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 QUICK = CompressionSettings(
@@ -142,7 +138,7 @@ def compression(out: Path, quick: bool) -> ExperimentResult:
     base = {"accuracy": base_rows[0].accuracy}
     rows = [_row(label, by_run[path.name], base) for label, path in made]
     (out / "pareto.png").write_bytes((out / "bench" / "pareto.png").read_bytes())
-    settings = {**s.to_dict(), "data": _dataset(s), "machine": report.machine,
+    settings = {**asdict(s), "data": _dataset(s), "machine": report.machine,
                 **report.versions}  # fmt: skip
     return ExperimentResult(
         title="Compression frontier: accuracy, size and latency of each variant",

@@ -21,7 +21,7 @@ decoding with NMS), steps done and the test mAP@0.5 / mAP@[.5:.95].
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +64,6 @@ class DetCostSettings:
     infer_repeats: int = 3
     precision: str = "bf16-mixed"
     channels_last: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings for the results header."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 QUICK = DetCostSettings(train_seconds=15.0, test_images=40, infer_images=4, infer_repeats=2)
@@ -255,7 +251,7 @@ def detector_cost(out: Path, quick: bool) -> ExperimentResult:
         figures=[figure],
         notes=notes(rows, s.train_seconds),
         settings={
-            **s.to_dict(),
+            **asdict(s),
             "dataset": dataset,
             "budget": f"same {s.train_seconds:g} training seconds per model "
             "(steps differ), lr decaying linearly with elapsed time",

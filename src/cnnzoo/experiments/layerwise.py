@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -184,10 +184,6 @@ class LayerwiseSettings:
     test_images: int = 2000
     seed: int = 0
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings for the results header."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
 
 QUICK = LayerwiseSettings(
     widths=(16, 16, 32, 32, 64, 64), strides=(1, 1, 2, 1, 2, 1),
@@ -299,6 +295,6 @@ def layerwise(out: Path, quick: bool) -> ExperimentResult:
         rows=rows,
         figures=[figure],
         notes=" ".join(notes),
-        settings={**s.to_dict(), "dataset": dataset, "greedy": "earlier levels frozen",
+        settings={**asdict(s), "dataset": dataset, "greedy": "earlier levels frozen",
                   "accuracy": f"on the first {s.test_images} test images"},
     )  # fmt: skip

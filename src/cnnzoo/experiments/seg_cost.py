@@ -19,7 +19,7 @@ inference milliseconds per image and test mean IoU.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,6 @@ class SegCostSettings:
     infer_repeats: int = 3
     precision: str = "bf16-mixed"
     channels_last: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings for the results header."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 QUICK = SegCostSettings(train_seconds=15.0, test_images=50, infer_images=4)
@@ -206,7 +202,7 @@ def segmentation_cost(out: Path, quick: bool) -> ExperimentResult:
         figures=[figure],
         notes=notes(rows, s.train_seconds),
         settings={
-            **s.to_dict(),
+            **asdict(s),
             "dataset": dataset,
             "budget": f"same {s.train_seconds:g} training seconds per model "
             "(steps differ), lr decaying linearly with elapsed time",

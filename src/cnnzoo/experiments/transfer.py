@@ -13,7 +13,7 @@ ImageNet, 2. small dataset (C classes), 3. bigger dataset". Here, on Fashion-MNI
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,6 @@ class TransferSettings:
     lr: float = 0.05
     backbone_lr_scale: float = 0.1
     precision: str = "bf16-mixed"
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings for the results header."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 QUICK = TransferSettings(sizes=(10, 250), seeds=(0,), source_steps=300, target_steps=100)
@@ -149,6 +145,6 @@ def transfer(out: Path, quick: bool) -> ExperimentResult:
         rows=rows,
         figures=[figure],
         notes=f"Source model test accuracy on classes 0-4: {source_acc:.3f}. {gaps}.",
-        settings={**s.to_dict(), "dataset": dataset, "source": "classes 0-4",
+        settings={**asdict(s), "dataset": dataset, "source": "classes 0-4",
                   "target": "classes 5-9", "metric": "target test accuracy (5 classes)"},
     )  # fmt: skip

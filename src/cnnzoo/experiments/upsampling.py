@@ -16,7 +16,7 @@ The data helpers here (:func:`scenes_data`, :func:`test_batch`) are shared with
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +57,6 @@ class UpsamplingSettings:
     infer_repeats: int = 5
     precision: str = "bf16-mixed"
     channels_last: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings for the results header."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 QUICK = UpsamplingSettings(
@@ -240,7 +236,7 @@ def upsampling(out: Path, quick: bool) -> ExperimentResult:
         figures=figures,
         notes=_notes(rows),
         settings={
-            **s.to_dict(),
+            **asdict(s),
             "dataset": dataset,
             "budget": f"same {s.steps} optimisation steps per run",
             "metric": "test mean IoU over classes present (scenes test split)",

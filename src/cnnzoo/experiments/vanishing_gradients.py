@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,10 +116,6 @@ class VanishingSettings:
     eval_points: int = 8
     test_images: int = 2000
     seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings for the results header."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
 QUICK = VanishingSettings(
@@ -337,7 +333,7 @@ def vanishing_gradients(out: Path, quick: bool) -> ExperimentResult:
         rows=rows,
         figures=figures,
         notes=_notes(rows, s),
-        settings={**s.to_dict(), "dataset": dataset,
+        settings={**asdict(s), "dataset": dataset,
                   "ratio": "first-layer / last-layer weight-gradient L2 norm "
                            f"(mean over {s.grad_batches} batches of 64)",
                   "train_error": "running training error over the last eval interval",
