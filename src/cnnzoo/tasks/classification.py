@@ -125,9 +125,14 @@ class ClassificationTask(L.LightningModule):
     def _input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
 
+    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(loss, logits)`` of a training batch (``x`` already in the model's
+        memory format); subclasses change the training objective here."""
+        return self._loss(self.model(x), y)
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        loss, logits = self._loss(self.model(self._input(x)), y)
+        loss, logits = self.training_loss(self._input(x), y)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(self.global_step, self.current_epoch, loss.item())
         hard = y if y.ndim == 1 else y.argmax(1)

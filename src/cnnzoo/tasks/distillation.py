@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from cnnzoo.compress.distill import check_kd_params, kd_loss
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.base import AuxOutput
-from cnnzoo.tasks.classification import ClassificationTask, NonFiniteLossError
+from cnnzoo.tasks.classification import ClassificationTask
 
 
 class DistillationTask(ClassificationTask):
@@ -95,9 +95,9 @@ class DistillationTask(ClassificationTask):
             out = self.teacher(x)
         return out.logits if isinstance(out, AuxOutput) else out
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        x = self._input(x)
+    def training_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the KD loss against the frozen teacher (aux heads: plain cross-entropy x
+        ``aux_weight``) and the student's logits."""
         hp = self.hparams
         out = self.model(x)
         logits = out.logits if isinstance(out, AuxOutput) else out
@@ -105,10 +105,4 @@ class DistillationTask(ClassificationTask):
         if isinstance(out, AuxOutput):
             for aux in out.aux:
                 loss = loss + hp.aux_weight * F.cross_entropy(aux.float(), y)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(self.global_step, self.current_epoch, loss.item())
-        hard = y if y.ndim == 1 else y.argmax(1)
-        self.train_acc(logits.detach(), hard)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, sync_dist=False)
-        self.log("train/accuracy", self.train_acc, on_step=False, on_epoch=True)
-        return loss
+        return loss, logits
