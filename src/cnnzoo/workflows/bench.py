@@ -108,14 +108,6 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def _accuracy(predict: Callable[[torch.Tensor], np.ndarray], batches: Any) -> float:
-    correct = total = 0
-    for x, y in batches:
-        correct += int((torch.from_numpy(predict(x)) == y).sum())
-        total += len(y)
-    return correct / total
-
-
 def _latency(call: Callable[[torch.Tensor], object], shape: tuple[int, ...], repeats: int) -> dict:
     from cnnzoo.compress.runtime import median_latency_ms
 
@@ -168,7 +160,7 @@ def bench_run(
     """
     from cnnzoo.compress.export import export_onnx
     from cnnzoo.compress.runtime import ort_session
-    from cnnzoo.workflows.evaluate import prepared_batches, run_data
+    from cnnzoo.workflows.evaluate import batch_accuracy, run_data
 
     run = RunDir.open(path)
     model, spec = run.load_model()
@@ -186,7 +178,7 @@ def bench_run(
     def ort_row(file: Path, variant: str) -> BenchRow:
         session = ort_session(file, threads=threads)
         call = _ort_call(session)
-        accuracy = _accuracy(lambda x: call(x).argmax(1), prepared_batches(dm, "test"))
+        accuracy = batch_accuracy(lambda x: call(x).argmax(1), dm, "test")
         return BenchRow(name, variant, accuracy, params, nonzero, macs, file.stat().st_size,
                         "onnx", _latency(call, shape, repeats))  # fmt: skip
 
@@ -194,7 +186,7 @@ def bench_run(
         rows.append(ort_row(int8, "onnxruntime int8"))
         return rows
     predict = _torch_predict(model)
-    accuracy = _accuracy(predict, prepared_batches(dm, "test"))
+    accuracy = batch_accuracy(predict, dm, "test")
 
     def eager(x: torch.Tensor) -> object:
         with torch.inference_mode():

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
@@ -137,24 +136,29 @@ def _train_config(cfg: CompressConfig, config: dict[str, Any], epochs: int) -> T
 
 
 class KeepZeros(Callback):
-    """Hold pruned weights at zero while fine-tuning: re-apply the masks after every step.
+    """Hold pruned weights at zero while fine-tuning: re-apply the masks of the ``layers``'
+    weights after every step.
 
     With a ``schedule`` (sparsity per epoch, iterative pruning), the weights are pruned
     further at the start of those epochs, then held there.
     """
 
     def __init__(
-        self, model: nn.Module, schedule: list[float] | None = None, scope: str = "global"
+        self,
+        model: nn.Module,
+        layers: list[str],
+        schedule: list[float] | None = None,
+        scope: str = "global",
     ) -> None:
         self.model = model
+        modules = dict(model.named_modules())
+        self.weights = [modules[name].weight for name in layers]
         self.schedule = schedule or []
         self.scope = scope
         self._update_masks()
 
     def _update_masks(self) -> None:
-        self.masks = {
-            name: (p != 0) for name, p in self.model.named_parameters() if name.endswith("weight")
-        }
+        self.masks = [w != 0 for w in self.weights]
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from cnnzoo.compress.prune import unstructured_prune
@@ -165,10 +169,8 @@ class KeepZeros(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         with torch.no_grad():
-            for name, p in self.model.named_parameters():
-                mask = self.masks.get(name)
-                if mask is not None:
-                    p.mul_(mask.to(p.device))
+            for weight, mask in zip(self.weights, self.masks, strict=True):
+                weight.mul_(mask.to(weight.device))
 
 
 class BakeLowBit(Callback):
@@ -247,7 +249,9 @@ def _prune(cfg: CompressConfig) -> CompressResult:
         rounds = min(cfg.prune_rounds, max(cfg.finetune_epochs, 1))
         schedule = [plan.amount * (i + 1) / rounds for i in range(rounds)]
         pruned_layers = list(unstructured_prune(model, schedule[0], scope=plan.scope).layers)
-        callbacks.append(KeepZeros(model, schedule if rounds > 1 else None, plan.scope))
+        callbacks.append(
+            KeepZeros(model, pruned_layers, schedule if rounds > 1 else None, plan.scope)
+        )
         info["sparsity_schedule"] = schedule
     result = _finetune(cfg, config, model, cfg.finetune_epochs, callbacks, spec_extra)
     info.update(
@@ -363,7 +367,7 @@ def _int8(cfg: CompressConfig) -> CompressResult:
     from cnnzoo.compress.export import device_manifest, export_onnx
     from cnnzoo.compress.quantize import quantize_int8
     from cnnzoo.compress.runtime import ort_logits, ort_session
-    from cnnzoo.workflows.evaluate import prepared_batches, run_data
+    from cnnzoo.workflows.evaluate import batch_accuracy, first_images, run_data
 
     if cfg.calibration < 1:
         raise CnnzooError(f"--calibration must be at least 1 image, got {cfg.calibration}")
@@ -372,23 +376,18 @@ def _int8(cfg: CompressConfig) -> CompressResult:
     out = RunDir.create(cfg.out, overwrite=cfg.overwrite)
     try:
         shape = input_shape(spec)
-        calib_dm, _ = run_data(run, spec, split="train", batch_size=256)
-        calibration = _first_images(prepared_batches(calib_dm, "train"), cfg.calibration)
+        dm, names = run_data(run, spec, split="test", batch_size=256)
+        calibration = first_images(dm, "train", cfg.calibration).numpy()
         fp32 = export_onnx(model, out.path / FP32_ONNX_FILE, shape)
         int8 = quantize_int8(fp32, out.path / INT8_FILE, calibration)
     except CnnzooError:
         out.discard_if_empty()
         raise
-    dm, names = run_data(run, spec, split="test", batch_size=256)
     accuracy = {}
     for label, path in (("fp32", fp32), ("int8", int8)):
         session = ort_session(path)
-        correct = total = 0
-        for x, y in prepared_batches(dm, "test"):
-            pred = ort_logits(session, x.numpy()).argmax(1)
-            correct += int((torch.from_numpy(pred) == y).sum())
-            total += len(y)
-        accuracy[label] = correct / total
+        predict = lambda x, session=session: ort_logits(session, x.numpy()).argmax(1)  # noqa: E731
+        accuracy[label] = batch_accuracy(predict, dm, "test")
     data = spec["data"]
     manifest = device_manifest(
         int8, model_name=spec["model"], class_names=names, mean=data["mean"], std=data["std"],
@@ -416,16 +415,6 @@ def _int8(cfg: CompressConfig) -> CompressResult:
          "seconds": round(seconds, 2), "metrics": metrics, "compression": info},
     )  # fmt: skip
     return CompressResult(out.path, metrics, info, seconds)
-
-
-def _first_images(batches: Any, n: int) -> np.ndarray:
-    chunks, count = [], 0
-    for x, _ in batches:
-        chunks.append(x[: n - count].numpy())
-        count += len(chunks[-1])
-        if count >= n:
-            break
-    return np.concatenate(chunks).astype(np.float32)
 
 
 def compress(cfg: CompressConfig) -> CompressResult:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,28 @@ def prepared_batches(dm: ClassificationData, split: str) -> Iterator[tuple[Tenso
     """
     for x, y in dm._loader(split, train=False):
         yield prepare_batch(x, dm.spec.mean, dm.spec.std, dm.resize_to), y
+
+
+def first_images(dm: ClassificationData, split: str, n: int) -> Tensor:
+    """Return the first ``n`` images of ``split`` as the model sees them (fewer if the split
+    is smaller): int8 calibration, ONNX checks."""
+    chunks, count = [], 0
+    for x, _ in prepared_batches(dm, split):
+        chunks.append(x[: n - count])
+        count += len(chunks[-1])
+        if count >= n:
+            break
+    return torch.cat(chunks)
+
+
+def batch_accuracy(predict: Callable[[Tensor], Any], dm: ClassificationData, split: str) -> float:
+    """Return the accuracy of ``predict`` (prepared inputs -> class indices, a tensor or a
+    numpy array) over ``split``: for runtimes outside Lightning (ONNX Runtime, eager)."""
+    correct = total = 0
+    for x, y in prepared_batches(dm, split):
+        correct += int((torch.as_tensor(predict(x)) == y).sum())
+        total += len(y)
+    return correct / total
 
 
 def match_training_data(dm: Any, data: str, split: str, trained_on: dict[str, Any]) -> list[str]:

@@ -108,12 +108,12 @@ def _test_images(run: RunDir, spec: dict, n: int) -> tuple[torch.Tensor, str]:
 
     Where the training data is not on this machine, standard-normal noise (seed 0) instead.
     """
-    from cnnzoo.workflows.evaluate import prepared_batches, run_data
+    from cnnzoo.workflows.evaluate import first_images, run_data
 
     try:
         dm, _ = run_data(run, spec, split="test", batch_size=max(n, 1))
     except CnnzooError:
         noise = torch.randn(n, *input_shape(spec), generator=torch.Generator().manual_seed(0))
         return noise, "standard-normal noise (the training data was not found)"
-    x, _ = next(iter(prepared_batches(dm, "test")))
-    return x[:n], f"the first {len(x[:n])} test images of {spec['data']['name']}"
+    x = first_images(dm, "test", n)
+    return x, f"the first {len(x)} test images of {spec['data']['name']}"
