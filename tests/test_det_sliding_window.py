@@ -14,8 +14,8 @@ import cnnzoo
 import cnnzoo.models.detection.sliding_window  # registers "sliding_window"
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.detection.coders import ssd_decode, ssd_encode
-from cnnzoo.models.detection.sliding_window import (
-    SlidingWindowDetector,
+from cnnzoo.models.detection.sliding_window import SlidingWindowDetector
+from cnnzoo.models.detection.windows import (
     crop_windows,
     label_windows,
     sample_windows,
