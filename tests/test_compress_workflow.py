@@ -93,6 +93,26 @@ def test_int8_run_has_a_quarter_size_onnx_model_that_scores_like_fp32(base, tmp_
     assert manifest["model"]["quantization"] == "int8"
 
 
+def test_int8_with_qat_fine_tunes_on_the_int8_grid_then_quantizes(base, tmp_path):
+    from cnnzoo.compress.qat import fake_quant_weight
+
+    out = tmp_path / "qat"
+    metrics = _compress(base, out, quantize="int8", qat=True, calibration=64)
+    info, scores = metrics["compression"], metrics["metrics"]
+    assert info["method"].startswith("quantization-aware training")
+    assert (out / INT8_FILE).is_file() and RunDir.open(out).read_spec()["int8_onnx"] == INT8_FILE
+    assert abs(scores["test/accuracy"] - scores["test/accuracy_qat_fp32"]) <= 0.05
+    model, _ = RunDir.open(out).load_model()
+    base_model, _ = RunDir.open(base).load_model()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(torch.equal(fake_quant_weight(m.weight), m.weight) for m in convs)
+    changed = [
+        not torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), base_model.state_dict().values(), strict=True)
+    ]
+    assert any(changed)  # fine-tuning moved the weights
+
+
 def test_ternary_run_stores_three_values_per_layer(base, tmp_path):
     out = tmp_path / "tern"
     metrics = _compress(base, out, quantize="ternary")
@@ -126,6 +146,7 @@ def test_distillation_trains_the_source_architecture_with_the_teacher(base, tmp_
         ({"prune": "structured:0.5", "quantize": "int8"}, "exactly one of"),
         ({"quantize": "int4"}, "int4"),
         ({"prune": "half"}, "half"),
+        ({"quantize": "ternary", "qat": True}, "--qat applies"),
     ],
 )
 def test_bad_options_are_clear_errors(base, tmp_path, options, message):

@@ -29,6 +29,9 @@ def compress(
         str | None, typer.Option(help="int8 (ONNX Runtime, no training), ternary or binary")
     ] = None,
     calibration: Annotated[int, typer.Option(help="int8: training images calibrated on")] = 512,
+    qat: Annotated[
+        bool, typer.Option(help="int8: quantization-aware fine-tuning first (--finetune-epochs)")
+    ] = False,
     distill_from: Annotated[
         str | None, typer.Option(help="teacher run: train SOURCE's model afresh with KD")
     ] = None,
@@ -37,7 +40,7 @@ def compress(
         float, typer.Option(help="KD: weight of the soft term alpha*T^2*KL (1-alpha: CE)")
     ] = 0.9,
     finetune_epochs: Annotated[
-        int, typer.Option(help="prune/ternary/binary: fine-tuning epochs")
+        int, typer.Option(help="prune/ternary/binary/int8 --qat: fine-tuning epochs")
     ] = 3,
     epochs: Annotated[
         int | None, typer.Option(help="KD: student epochs (default: the source run's)")

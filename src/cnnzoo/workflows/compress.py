@@ -6,7 +6,8 @@ Four techniques of the lecture's "Optimizing for embedded", one per option:
   then fine-tunes; ``--prune unstructured:S`` zeroes the fraction S of the weights with the
   smallest magnitude and fine-tunes with those zeros held (sparsity alone is no speed-up);
 - ``--quantize int8`` exports to ONNX and quantizes it statically for ONNX Runtime (QDQ,
-  per-channel weights, activations calibrated on training images); no training;
+  per-channel weights, activations calibrated on training images); no training, unless
+  ``--qat`` asks to fine-tune with simulated int8 first (quantization-aware training);
 - ``--quantize ternary|binary`` fine-tunes with low-bit weights (straight-through
   estimator), then stores the quantized values;
 - ``--distill-from TEACHER`` trains the source run's architecture afresh with the source's
@@ -50,6 +51,7 @@ class CompressConfig:
     prune_rounds: int = 1
     quantize: str | None = None
     calibration: int = 512
+    qat: bool = False
     distill_from: str | None = None
     temperature: float = 4.0
     alpha: float = 0.9
@@ -87,6 +89,8 @@ def _check(cfg: CompressConfig) -> None:
         raise CnnzooError(
             f"--quantize {cfg.quantize!r}: expected one of {', '.join(QUANTIZE_MODES)}"
         )
+    if cfg.qat and cfg.quantize != "int8":
+        raise CnnzooError("--qat applies to --quantize int8 (ternary/binary always train)")
     if cfg.finetune_epochs < 0 or cfg.prune_rounds < 1:
         raise CnnzooError("--finetune-epochs must be >= 0 and --prune-rounds >= 1")
 
@@ -183,6 +187,19 @@ class BakeLowBit(Callback):
         from cnnzoo.compress.lowbit import bake_lowbit
 
         bake_lowbit(self.model)
+
+
+class RemoveQAT(Callback):
+    """When training ends, leave the int8-grid weights and drop the activation simulation."""
+
+    def __init__(self, model: nn.Module, state: Any) -> None:
+        self.model = model
+        self.state = state
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from cnnzoo.compress.qat import remove_qat
+
+        remove_qat(self.model, self.state)
 
 
 def _finetune(
@@ -373,15 +390,25 @@ def _int8(cfg: CompressConfig) -> CompressResult:
         raise CnnzooError(f"--calibration must be at least 1 image, got {cfg.calibration}")
     start = time.perf_counter()
     run, model, spec, config = _source(cfg.source)
-    out = RunDir.create(cfg.out, overwrite=cfg.overwrite)
+    trained: TrainResult | None = None
+    if cfg.qat:
+        from cnnzoo.compress.qat import prepare_qat
+
+        state = prepare_qat(model)
+        callbacks: list[Callback] = [RemoveQAT(model, state)]
+        trained = _finetune(cfg, config, model, cfg.finetune_epochs, callbacks, {})
+        out = RunDir(trained.run_dir)
+    else:
+        out = RunDir.create(cfg.out, overwrite=cfg.overwrite)
     try:
         shape = input_shape(spec)
         dm, names = run_data(run, spec, split="test", batch_size=256)
         calibration = first_images(dm, "train", cfg.calibration).numpy()
-        fp32 = export_onnx(model, out.path / FP32_ONNX_FILE, shape)
+        fp32 = export_onnx(model.eval(), out.path / FP32_ONNX_FILE, shape)
         int8 = quantize_int8(fp32, out.path / INT8_FILE, calibration)
     except CnnzooError:
-        out.discard_if_empty()
+        if trained is None:
+            out.discard_if_empty()
         raise
     accuracy = {}
     for label, path in (("fp32", fp32), ("int8", int8)):
@@ -394,9 +421,7 @@ def _int8(cfg: CompressConfig) -> CompressResult:
         image_size=data["image_size"], resize_to=spec.get("resize_to"), quantization="int8",
     )  # fmt: skip
     out.write_json(Path(INT8_FILE).with_suffix(".json").name, manifest)
-    shutil.copyfile(run.weights, out.weights)  # the fp32 reference, for eval and bench
-    out.write_json("model.json", {**spec, "int8_onnx": INT8_FILE})
-    info = {
+    info: dict[str, Any] = {
         "method": "quantize int8 (ONNX Runtime static, QDQ, per-channel weights)",
         "source": str(run.path),
         "calibration_images": len(calibration),
@@ -406,6 +431,20 @@ def _int8(cfg: CompressConfig) -> CompressResult:
         "source_accuracy": _source_accuracy(run),
     }
     metrics = {"test/accuracy": accuracy["int8"], "test/accuracy_fp32_onnx": accuracy["fp32"]}
+    if trained is not None:  # the run directory is train()'s; add the int8 model to it
+        info["method"] = "quantization-aware training, then " + info["method"]
+        info["finetune_epochs"] = cfg.finetune_epochs
+        spec = json.loads((out.path / "model.json").read_text())
+        out.write_json("model.json", {**spec, "int8_onnx": INT8_FILE})
+        done = json.loads((out.path / "metrics.json").read_text())
+        metrics["test/accuracy_qat_fp32"] = trained.metrics["test/accuracy"]
+        done["metrics"] = {**done["metrics"], **metrics}
+        done["compression"] = info
+        out.write_json("metrics.json", done)
+        seconds = time.perf_counter() - start
+        return CompressResult(out.path, done["metrics"], info, seconds)
+    shutil.copyfile(run.weights, out.weights)  # the fp32 reference, for eval and bench
+    out.write_json("model.json", {**spec, "int8_onnx": INT8_FILE})
     seconds = time.perf_counter() - start
     out.write_config({"compress": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
                       "source_config": config})  # fmt: skip
