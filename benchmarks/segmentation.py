@@ -5,6 +5,7 @@ Examples::
     python benchmarks/segmentation.py                        # fcn8s, segnet, pspnet, unet
     python benchmarks/segmentation.py unet --epochs 20       # one model, another length
     python benchmarks/segmentation.py --minutes 2            # a shorter budget per model
+    python benchmarks/segmentation.py unet-20min --minutes 20 # the best recipe, whole budget
 
 Each model follows its recipe in :data:`RECIPES` (sized for a 2-core CPU: about 5 minutes
 each, 20 minutes for the four), trains into a fresh run directory under --runs with
@@ -40,6 +41,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "lr": 2e-3,
     },
     "unet": {"model_kwargs": {"width": 16, "depth": 4}, "epochs": 12, "lr": 3e-3},
+    "unet-20min": {
+        "model": "unet",
+        "model_kwargs": {"width": 16, "depth": 4},
+        "epochs": 52,
+        "lr": 1e-2,
+    },
     "fcn8s-pretrained": {"model": "fcn8s", "pretrained": True, "epochs": 12, "lr": 2e-3},
 }
 """Per recipe: ``cnnzoo train`` options (every model: scenes, batch 16, AdamW, one-cycle,
