@@ -113,9 +113,13 @@ class QATState:
     """What :func:`prepare_qat` attached to a model: the observers and their hooks."""
 
     def __init__(self) -> None:
-        self.layers: list[str] = []
         self.observers: dict[str, ActivationFakeQuant] = {}
         self.handles: list[RemovableHandle] = []
+
+    @property
+    def layers(self) -> list[str]:
+        """The simulated layers' names, in registration order."""
+        return list(self.observers)
 
 
 def prepare_qat(model: nn.Module) -> QATState:
@@ -143,7 +147,6 @@ def prepare_qat(model: nn.Module) -> QATState:
     for name, module in layers:
         parametrize.register_parametrization(module, "weight", FakeQuantWeight())
         observer = ActivationFakeQuant()
-        state.layers.append(name)
         state.observers[name] = observer
 
         def hook(

@@ -24,7 +24,7 @@ import json
 import shutil
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -35,6 +35,9 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
 from cnnzoo.summary import count_macs
 from cnnzoo.workflows.train import Job, TrainConfig, TrainResult, train
+
+if TYPE_CHECKING:
+    from cnnzoo.compress.qat import QATState
 
 QUANTIZE_MODES = ("int8", "ternary", "binary")
 INT8_FILE = "model.int8.onnx"
@@ -192,7 +195,7 @@ class BakeLowBit(Callback):
 class RemoveQAT(Callback):
     """When training ends, leave the int8-grid weights and drop the activation simulation."""
 
-    def __init__(self, model: nn.Module, state: Any) -> None:
+    def __init__(self, model: nn.Module, state: QATState) -> None:
         self.model = model
         self.state = state
 
@@ -226,12 +229,15 @@ def _finetune(
 
 
 def _record(result: TrainResult, compression: dict[str, Any]) -> CompressResult:
+    """Add ``compression`` and ``result.metrics`` (new or changed values) to the run's
+    ``metrics.json``; return the run with all its metrics."""
     run = RunDir(result.run_dir)
     metrics = run.path / "metrics.json"
     data = json.loads(metrics.read_text())
+    data["metrics"] = {**data["metrics"], **result.metrics}
     data["compression"] = compression
     run.write_json("metrics.json", data)
-    return CompressResult(result.run_dir, result.metrics, compression, result.seconds)
+    return CompressResult(result.run_dir, data["metrics"], compression, result.seconds)
 
 
 def _prune(cfg: CompressConfig) -> CompressResult:
@@ -404,7 +410,7 @@ def _int8(cfg: CompressConfig) -> CompressResult:
         shape = input_shape(spec)
         dm, names = run_data(run, spec, split="test", batch_size=256)
         calibration = first_images(dm, "train", cfg.calibration).numpy()
-        fp32 = export_onnx(model.eval(), out.path / FP32_ONNX_FILE, shape)
+        fp32 = export_onnx(model, out.path / FP32_ONNX_FILE, shape)
         int8 = quantize_int8(fp32, out.path / INT8_FILE, calibration)
     except CnnzooError:
         if trained is None:
@@ -434,15 +440,10 @@ def _int8(cfg: CompressConfig) -> CompressResult:
     if trained is not None:  # the run directory is train()'s; add the int8 model to it
         info["method"] = "quantization-aware training, then " + info["method"]
         info["finetune_epochs"] = cfg.finetune_epochs
-        spec = json.loads((out.path / "model.json").read_text())
-        out.write_json("model.json", {**spec, "int8_onnx": INT8_FILE})
-        done = json.loads((out.path / "metrics.json").read_text())
+        out.write_json("model.json", {**out.read_spec(), "int8_onnx": INT8_FILE})
         metrics["test/accuracy_qat_fp32"] = trained.metrics["test/accuracy"]
-        done["metrics"] = {**done["metrics"], **metrics}
-        done["compression"] = info
-        out.write_json("metrics.json", done)
         seconds = time.perf_counter() - start
-        return CompressResult(out.path, done["metrics"], info, seconds)
+        return _record(replace(trained, metrics=metrics, seconds=seconds), info)
     shutil.copyfile(run.weights, out.weights)  # the fp32 reference, for eval and bench
     out.write_json("model.json", {**spec, "int8_onnx": INT8_FILE})
     seconds = time.perf_counter() - start
