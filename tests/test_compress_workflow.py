@@ -71,6 +71,21 @@ def test_unstructured_pruning_keeps_its_zeros_through_fine_tuning(base, tmp_path
     assert metrics["compression"]["macs_after"] == metrics["compression"]["macs_before"]
 
 
+def test_fine_tuning_trains_in_train_mode(base, tmp_path):
+    # A run's model loads in eval mode; fine-tuning it there would leave BatchNorm's running
+    # statistics frozen at the source's values (and train with them). They must move.
+    out = tmp_path / "mode"
+    _compress(base, out, prune="unstructured:0.1")
+    source, _ = RunDir.open(base).load_model()
+    tuned, _ = RunDir.open(out).load_model()
+    old, new = dict(source.named_buffers()), dict(tuned.named_buffers())
+    means = [n for n in old if n.endswith("running_mean")]
+    assert means
+    moved = [n for n in means if not torch.allclose(old[n], new[n])]
+    assert len(moved) == len(means)
+    assert int(new["stem.bn.num_batches_tracked"]) > int(old["stem.bn.num_batches_tracked"])
+
+
 def test_iterative_unstructured_pruning_follows_its_schedule(base, tmp_path):
     out = tmp_path / "iter"
     result = compress(CompressConfig(source=str(base), out=str(out), progress=False,

@@ -385,6 +385,10 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
         resolved = {"model_kwargs": job.model_args, "resize_to": job.resize_to,
                     "data": job.spec.to_dict(), **job.notes}  # fmt: skip
         run.write_config({**asdict(cfg), "resolved": resolved})
+    # Lightning keeps each module's train/eval mode as it finds it; a model loaded from a
+    # run (compress, fine-tune) comes in eval mode and would train with frozen BatchNorm
+    # statistics and no dropout. Callbacks that freeze layers re-apply eval at each epoch.
+    job.module.train()
     try:
         trainer.fit(
             job.module,
