@@ -3,7 +3,7 @@
     python benchmarks/compression.py [--quick] [--out DIR] [--docs]
 
 Runs ``cnnzoo experiment compression`` (ResNet-20 on Fashion-MNIST and every compressed
-variant; about 20 minutes on 2 CPU cores), prints its table, then one line per target with
+variant; about 12 minutes on 2 CPU cores), prints its table, then one line per target with
 the measured numbers and whether it is met. ``--docs`` copies the Pareto plot to
 ``docs/img/compression-pareto.png`` and the results to ``docs/compression-results.json``.
 """

@@ -13,7 +13,10 @@ takes; the chosen recipe is then confirmed on the CPU by ``benchmarks/compressio
   importance, fine-tuning epochs and learning rate in the name (``rounds2``: prune 30 %, fine-tune
   one epoch, prune the rest, fine-tune the remaining epochs);
 - ``kd-*``: a student trained with the ResNet-20 as teacher at T and alpha, compared with the
-  same student trained alone at the same learning rate (``alone-*``).
+  same student trained alone at the same learning rate (``alone-*``). ``--per-class N`` and
+  ``--no-augment`` give the students (alone and distilled alike) N training images per class
+  and no augmentation — Hinton et al.'s "soft targets as regularizers" setting, where the
+  teacher has seen all the data and the student only a part.
 
 Results (markdown and JSON) go to --runs.
 """
@@ -31,6 +34,7 @@ from typing import Any
 STUDENTS: dict[str, tuple[str, dict[str, Any]]] = {
     "lenet5": ("lenet5", {}),
     "conv8": ("convnet", {"widths": [8, 16], "hidden": 64}),
+    "conv4": ("convnet", {"widths": [4, 8], "hidden": 32}),
 }
 """Student name -> (model, model kwargs)."""
 
@@ -46,7 +50,7 @@ PRUNE: dict[str, dict[str, Any]] = {
     "prune-l1-rounds2-ft3-lr01": {"prune": "structured:0.5:l1", "finetune_epochs": 3, "lr": 0.01,
                                   "rounds": 2},
 }  # fmt: skip
-STUDENT_LRS = {"lenet5": [0.1, 0.05, 0.03], "conv8": [0.1, 0.05]}
+STUDENT_LRS = {"lenet5": [0.1, 0.05, 0.03], "conv8": [0.1, 0.05], "conv4": [0.1]}
 KD = [(4.0, 0.9), (4.0, 0.5), (2.0, 0.5)]
 RECIPE = {"batch_size": 256, "precision": "bf16-mixed", "val_fraction": 0.0, "progress": False}
 
@@ -74,10 +78,12 @@ def _train(name: str, job: dict[str, Any], args: argparse.Namespace) -> None:
 
     model, kwargs = (job["model"], {}) if "model" in job else STUDENTS[job["student"]]
     epochs = 5 if "model" in job else args.student_epochs  # the base: always 5
+    # the students' data: all of it with augmentation, or --per-class / --no-augment
+    data = {} if "model" in job else {"per_class": args.per_class, "augment": args.augment}
     quick = {"data": "fashion-mnist-mini", "epochs": 1, "subset": 512} if args.quick else {}
     cfg = TrainConfig(model=model, model_kwargs=kwargs, **{"data": "fashion-mnist",
-                      "epochs": epochs, **quick}, out=str(args.runs / name), lr=job["lr"],
-                      accelerator=args.accelerator, **RECIPE)  # fmt: skip
+                      "epochs": epochs, **data, **quick}, out=str(args.runs / name),
+                      lr=job["lr"], accelerator=args.accelerator, **RECIPE)  # fmt: skip
     train(cfg)
 
 
@@ -141,6 +147,8 @@ def _spawn(names: list[str], args: argparse.Namespace) -> None:
     pending, running = list(names), []
     base = [sys.executable, __file__, "--one", "--accelerator", args.accelerator,
             "--runs", str(args.runs), "--student-epochs", str(args.student_epochs),
+            *(["--per-class", str(args.per_class)] if args.per_class else []),
+            *([] if args.augment else ["--no-augment"]),
             *(["--quick"] if args.quick else [])]  # fmt: skip
     while pending or running:
         while pending and len(running) < args.parallel:
@@ -160,6 +168,10 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=1, help="jobs run at once")
     parser.add_argument("--runs", type=Path, default=Path("runs/compression-sweep"))
     parser.add_argument("--student-epochs", type=int, default=5, help="alone and KD")
+    parser.add_argument("--per-class", type=int, help="students: this many training images "
+                        "per class (the teacher keeps all)")  # fmt: skip
+    parser.add_argument("--no-augment", dest="augment", action="store_false",
+                        help="students: no random crop/flip")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="mini set, 1 epoch: mechanics only")
     parser.add_argument("--collect", action="store_true", help="only tabulate finished jobs")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
@@ -241,16 +242,27 @@ def test_compression_experiment_tabulates_every_variant(tmp_path, monkeypatch):
     from cnnzoo.experiments import compression, run_experiment
 
     tiny = compression.CompressionSettings(
-        data="fashion-mnist-mini", base="lenet5", base_epochs=1, student="lenet5",
-        student_epochs=1, finetune_epochs=1, calibration=32, subset=128, repeats=1, threads=1,
+        data="fashion-mnist-mini", base="lenet5", base_epochs=1, student="convnet",
+        student_kwargs=(("widths", (4,)), ("hidden", 16)), student_epochs=1,
+        student_per_class=8, student_augment=False, finetune_epochs=1, calibration=32,
+        subset=128, repeats=1, threads=1,
     )  # fmt: skip
     monkeypatch.setattr(compression, "QUICK", tiny)
     result = run_experiment("compression", out=tmp_path / "exp", quick=True)
     labels = [row["variant"] for row in result.rows]
     assert labels == [
         "lenet5 (base)", "lenet5 structured 50% MACs", "lenet5 unstructured 80%", "lenet5 int8",
-        "lenet5 ternary", "lenet5 binary", "lenet5 alone", "lenet5 KD from lenet5",
+        "lenet5 ternary", "lenet5 binary", "convnet alone", "convnet KD from lenet5",
     ]  # fmt: skip
+    # the student (alone and distilled) gets the data-limited recipe, the base does not
+    for run in ("student-convnet", "student-convnet-kd"):
+        cfg = yaml.safe_load((tmp_path / "exp" / "runs" / run / "config.yaml").read_text())
+        assert (cfg["per_class"], cfg["augment"]) == (8, False)
+        assert cfg["model_kwargs"] == {"widths": [4], "hidden": 16}
+    base_cfg = yaml.safe_load(
+        (tmp_path / "exp" / "runs" / "base-lenet5" / "config.yaml").read_text()
+    )
+    assert (base_cfg["per_class"], base_cfg["augment"]) == (None, True)
     runtimes = {row["variant"]: row["runtime"] for row in result.rows}
     assert runtimes["lenet5 int8"] == "onnxruntime int8"
     macs = {row["variant"]: float(row["MACs (M)"]) for row in result.rows}
