@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
@@ -243,7 +242,7 @@ def test_compression_experiment_tabulates_every_variant(tmp_path, monkeypatch):
 
     tiny = compression.CompressionSettings(
         data="fashion-mnist-mini", base="lenet5", base_epochs=1, student="convnet",
-        student_kwargs=(("widths", (4,)), ("hidden", 16)), student_epochs=1,
+        student_kwargs={"widths": [4], "hidden": 16}, student_epochs=1,
         student_per_class=8, student_augment=False, finetune_epochs=1, calibration=32,
         subset=128, repeats=1, threads=1,
     )  # fmt: skip
@@ -256,12 +255,10 @@ def test_compression_experiment_tabulates_every_variant(tmp_path, monkeypatch):
     ]  # fmt: skip
     # the student (alone and distilled) gets the data-limited recipe, the base does not
     for run in ("student-convnet", "student-convnet-kd"):
-        cfg = yaml.safe_load((tmp_path / "exp" / "runs" / run / "config.yaml").read_text())
+        cfg = RunDir(tmp_path / "exp" / "runs" / run).read_config()
         assert (cfg["per_class"], cfg["augment"]) == (8, False)
         assert cfg["model_kwargs"] == {"widths": [4], "hidden": 16}
-    base_cfg = yaml.safe_load(
-        (tmp_path / "exp" / "runs" / "base-lenet5" / "config.yaml").read_text()
-    )
+    base_cfg = RunDir(tmp_path / "exp" / "runs" / "base-lenet5").read_config()
     assert (base_cfg["per_class"], base_cfg["augment"]) == (None, True)
     runtimes = {row["variant"]: row["runtime"] for row in result.rows}
     assert runtimes["lenet5 int8"] == "onnxruntime int8"

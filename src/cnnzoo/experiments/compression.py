@@ -24,7 +24,7 @@ mini set and single epochs (a few minutes: it shows the mechanics, not the accur
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ class CompressionSettings:
     base: str = "resnet20"
     base_epochs: int = 5
     student: str = "convnet"
-    student_kwargs: tuple[tuple[str, Any], ...] = (("widths", (8, 16)), ("hidden", 64))
+    student_kwargs: dict[str, Any] = field(default_factory=lambda: {"widths": [8, 16],
+                                                                    "hidden": 64})  # fmt: skip
     student_epochs: int = 30
     student_per_class: int | None = 600
     student_augment: bool = False
@@ -96,9 +97,8 @@ def variants(runs: Path, s: CompressionSettings) -> list[tuple[str, Path]]:
                                 finetune_epochs=s.finetune_epochs, **options))  # fmt: skip
         out.append((f"{s.base} {label}", run))
     student = _train(s.student, runs / f"student-{s.student}", s.student_epochs, data, s,
-                     model_kwargs={k: list(v) if isinstance(v, tuple) else v
-                                   for k, v in s.student_kwargs},
-                     per_class=s.student_per_class, augment=s.student_augment)  # fmt: skip
+                     model_kwargs=s.student_kwargs, per_class=s.student_per_class,
+                     augment=s.student_augment)  # fmt: skip
     out.append((f"{s.student} alone", student))
     kd = runs / f"student-{s.student}-kd"
     compress(CompressConfig(source=str(student), out=str(kd), distill_from=str(base),
