@@ -25,7 +25,7 @@ from cnnzoo.models.detection.coders import (
     yolo_encode,
     yolov1_targets,
 )
-from cnnzoo.models.detection.postprocess import clip_boxes, postprocess
+from cnnzoo.models.detection.postprocess import clip_boxes, postprocess, score_candidates
 
 IMAGE = 640.0
 size_px = st.floats(2.0, 400.0)
@@ -334,6 +334,35 @@ def test_postprocess_threshold_and_max_detections():
     assert len(postprocess(boxes, scores, labels, score_threshold=0.95)["boxes"]) == 0
     with pytest.raises(CnnzooError, match="scores and labels"):
         postprocess(boxes, scores[:3], labels)
+
+
+@pytest.mark.parametrize("max_detections", [0, 3, 100])
+def test_score_candidates_batch_equals_image_by_image(max_detections):
+    gen = torch.Generator().manual_seed(0)
+    n, m, c, size = 4, 60, 3, (40, 50)
+    xy = torch.rand(n, m, 2, generator=gen) * 50 - 5
+    boxes = torch.cat([xy, xy + 4 + torch.rand(n, m, 2, generator=gen) * 20], -1)
+    scores = torch.rand(n, m, c, generator=gen) * 0.3
+    scores[2] = 0.0  # an image without candidates
+    got = score_candidates(boxes, scores, size, 0.1, 0.5, max_detections)
+    assert len(got) == n and len(got[2]["boxes"]) == 0
+    for i in range(n):
+        index, label = (scores[i] > 0.1).nonzero(as_tuple=True)
+        want = postprocess(
+            clip_boxes(boxes[i, index], size),
+            scores[i, index, label],
+            label,
+            0.1,
+            0.5,
+            max_detections,
+        )
+        assert len(want["boxes"]) <= max_detections
+        for key in ("boxes", "scores", "labels"):
+            torch.testing.assert_close(got[i][key], want[key])
+    total = sum(len(r["boxes"]) for r in got)
+    assert total == 0 if max_detections == 0 else total > n
+    with pytest.raises(CnnzooError, match="differ in N or M"):
+        score_candidates(boxes, scores[:, :5], size, 0.1, 0.5, 10)
 
 
 def test_clip_boxes():

@@ -79,15 +79,52 @@ def score_candidates(
     score_threshold: float,
     iou_threshold: float,
     max_detections: int,
-) -> dict[str, Tensor]:
-    """Postprocess one image's candidate ``boxes (M, 4)`` with class ``scores (M, C)``: every
-    (box, class) pair above the threshold is a candidate, boxes clipped to the image."""
-    index, label = (scores > score_threshold).nonzero(as_tuple=True)
-    return postprocess(
-        clip_boxes(boxes[index], image_size),
-        scores[index, label],
-        label,
-        score_threshold,
-        iou_threshold,
-        max_detections,
-    )
+) -> list[dict[str, Tensor]]:
+    """Postprocess a batch of candidate ``boxes (N, M, 4)`` xyxy with class ``scores (N, M, C)``.
+
+    Every (box, class) pair scoring above ``score_threshold`` is a candidate, its box clipped
+    to the image; class-aware NMS then runs once for the whole batch (a box only suppresses
+    boxes of its own image and class), and each image keeps its ``max_detections`` highest
+    scores. The result equals :func:`postprocess` applied image by image, without a Python
+    loop over the images.
+
+    Returns:
+        One ``{"boxes": (D, 4), "scores": (D,), "labels": (D,)}`` per image, sorted by
+        decreasing score; labels are ``0 .. C-1``.
+
+    Raises:
+        CnnzooError: for mismatched shapes or ``max_detections < 0``.
+    """
+    if boxes.dim() != 3 or boxes.shape[-1] != 4 or scores.dim() != 3:
+        raise CnnzooError(
+            f"boxes must be (N, M, 4) and scores (N, M, C), got {tuple(boxes.shape)} and "
+            f"{tuple(scores.shape)}"
+        )
+    if scores.shape[:2] != boxes.shape[:2]:
+        raise CnnzooError(
+            f"boxes {tuple(boxes.shape)} and scores {tuple(scores.shape)} differ in N or M"
+        )
+    if max_detections < 0:
+        raise CnnzooError(f"max_detections must be >= 0, got {max_detections}")
+    n, classes = boxes.shape[0], scores.shape[-1]
+    image, index, label = (scores > score_threshold).nonzero(as_tuple=True)
+    cand_boxes = clip_boxes(boxes[image, index].float(), image_size)
+    cand_scores = scores[image, index, label]
+    keep = batched_nms(cand_boxes, cand_scores.float(), image * classes + label, iou_threshold)
+    # keep is sorted by decreasing score; a stable sort by image keeps that order per image
+    keep = keep[torch.sort(image[keep], stable=True).indices]
+    kept_image = image[keep]
+    counts = torch.bincount(kept_image, minlength=n)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(keep), device=keep.device) - starts[kept_image]
+    keep = keep[rank < max_detections]
+    sizes = torch.bincount(image[keep], minlength=n).tolist()
+    return [
+        {"boxes": b, "scores": s, "labels": lab}
+        for b, s, lab in zip(
+            cand_boxes[keep].split(sizes),
+            cand_scores[keep].split(sizes),
+            label[keep].split(sizes),
+            strict=True,
+        )
+    ]

@@ -333,12 +333,7 @@ class SlidingWindowDetector(nn.Module):
         boxes = ssd_decode(deltas, windows)  # (N, K, 4)
         scores = logits.softmax(-1)[..., 1:]  # (N, K, C)
         size = (int(image_size[0]), int(image_size[1]))
-        return [
-            score_candidates(
-                boxes[i], scores[i], size, score_threshold, iou_threshold, max_detections
-            )
-            for i in range(logits.shape[0])
-        ]
+        return score_candidates(boxes, scores, size, score_threshold, iou_threshold, max_detections)
 
 
 @register_model(

@@ -230,17 +230,14 @@ class YOLOv1(nn.Module):
         scale = torch.tensor([w, h, w, h], device=p.device, dtype=p.dtype)
         boxes = self._boxes(slots) * scale  # (N, S, S, B, 4) pixels
         scores = slots[..., 4, None] * p[..., None, nb:]  # (N, S, S, B, C)
-        return [
-            score_candidates(
-                boxes[i].reshape(-1, 4),
-                scores[i].reshape(-1, self.num_classes),
-                image_size,
-                score_threshold,
-                iou_threshold,
-                max_detections,
-            )
-            for i in range(n)
-        ]
+        return score_candidates(
+            boxes.reshape(n, -1, 4),
+            scores.reshape(n, -1, self.num_classes),
+            image_size,
+            score_threshold,
+            iou_threshold,
+            max_detections,
+        )
 
 
 @register_model(

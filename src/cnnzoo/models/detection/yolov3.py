@@ -316,17 +316,9 @@ class YOLOv3(nn.Module):
             s = o[..., 4:5].sigmoid() * o[..., 5:].sigmoid()
             scores.append(s.reshape(n, -1, self.num_classes))
         all_boxes, all_scores = torch.cat(boxes, 1), torch.cat(scores, 1)
-        return [
-            score_candidates(
-                all_boxes[i],
-                all_scores[i],
-                image_size,
-                score_threshold,
-                iou_threshold,
-                max_detections,
-            )
-            for i in range(n)
-        ]
+        return score_candidates(
+            all_boxes, all_scores, image_size, score_threshold, iou_threshold, max_detections
+        )
 
 
 # --------------------------------------------------------------------------------------------
