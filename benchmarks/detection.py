@@ -5,6 +5,7 @@ Examples::
     python benchmarks/detection.py                         # yolov3, ssd, fast_rcnn
     python benchmarks/detection.py yolov3 --minutes 30     # one model, the budget
     python benchmarks/detection.py --minutes 2 --epochs 2  # a quick look
+    python benchmarks/detection.py fast_rcnn --train-scenes 8000 --fashion-mnist DIR  # more items
 
 Each model follows its recipe in :data:`RECIPES` (sized for a 2-core CPU), trains into a fresh
 run directory under --runs with ``cnnzoo.workflows.train.train`` (the code path of
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scenes_bench import resolve_recipe, shown_options, write_results
+from scenes_bench import resolve_recipe, shown_options, train_scenes, write_results
 
 RECIPES: dict[str, dict[str, Any]] = {
     "yolov3": {"pretrained": True, "epochs": 7},
@@ -92,7 +93,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--precision", default="bf16-mixed")
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument(
+        "--data", default="scenes", help="scenes, or scenes:PATH of `cnnzoo data scenes`"
+    )
     parser.add_argument("--data-dir", default=None, help="where the scenes are generated")
+    parser.add_argument(
+        "--train-scenes", type=int, default=None,
+        help="train on this many scenes (items from --fashion-mnist if given, else the bundled "
+        "ones) instead, tested on the default test scenes",
+    )  # fmt: skip
+    parser.add_argument("--fashion-mnist", default=None, help="folder of the full Fashion-MNIST")
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--runs", default="runs/bench-det")
     args = parser.parse_args()
@@ -104,18 +114,27 @@ def main() -> None:
 
     flush_denormals()
     runs = Path(free_run_dir(args.runs))
+    if args.train_scenes:
+        from cnnzoo.data.scenes import generate_scenes
+        from cnnzoo.data.seg_datamodule import SCENES_DEFAULTS, scenes_root
+
+        standard = generate_scenes(scenes_root(args.data_dir), seed=0, **SCENES_DEFAULTS)
+        source = "fashion-mnist" if args.fashion_mnist else "fashion-mnist-mini"
+        folder = runs / f"scenes-{args.train_scenes}-{source}"
+        train_scenes(folder, args.train_scenes, source, args.fashion_mnist, standard)
+        args.data = f"scenes:{folder}"
     rows = []
     for name in args.models:
         model, epochs, lr, recipe, pretrain_s = resolve_recipe(name, RECIPES, args, runs)
         cfg = TrainConfig(
-            model=model, data="scenes", data_dir=args.data_dir, out=str(runs / name),
+            model=model, data=args.data, data_dir=args.data_dir, out=str(runs / name),
             epochs=epochs, lr=lr, batch_size=args.batch_size, precision=args.precision,
             channels_last=True, max_time_minutes=args.minutes, accelerator=args.accelerator,
             val_fraction=0.05, snapshots=4, progress=False, num_workers=args.num_workers,
             **recipe,
         )  # fmt: skip
         result = train(cfg)
-        data = DetectionData("scenes", data_dir=args.data_dir, val_fraction=0.05)
+        data = DetectionData(args.data, data_dir=args.data_dir, val_fraction=0.05)
         speed = inference_speed(result.run_dir, data, 32, args.precision)
         rows.append(
             {
@@ -135,7 +154,7 @@ def main() -> None:
     columns = ["model", "options", "params (M)", "epochs", "pretrain s", "train s",
                "train img/s", "test mAP@0.5", "test mAP", "infer img/s"]  # fmt: skip
     header = (
-        f"scenes (2000 train incl. 5 % val, 400 test, 96x96, 10 classes); "
+        f"{args.data} (default scenes: 2000 train incl. 5 % val, 400 test, 96x96, 10 classes); "
         f"{args.precision}, channels-last, batch {args.batch_size}, AdamW + one-cycle, "
         f"<= {args.minutes} min per model"
     )

@@ -1,10 +1,12 @@
 """What the scenes benchmarks (segmentation, detection) share: turning a recipe into
-``cnnzoo train`` options (with the optional pre-trained backbone) and writing the table."""
+``cnnzoo train`` options (with the optional pre-trained backbone), other training scenes
+tested on the default test scenes, and writing the table."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +60,29 @@ def write_results(runs: Path, header: str, columns: list[str], rows: list[dict[s
     print(table)
     (runs / "results.md").write_text(table + "\n")
     (runs / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def train_scenes(
+    folder: Path, n_train: int, source: str, fashion_dir: str | None, standard: Path
+) -> Path:
+    """Generate ``n_train`` training scenes from ``source`` into ``folder``, with the test
+    split of the ``standard`` scenes (the default ``--data scenes``: symbolic links to its test
+    images and masks, a copy of its COCO test boxes), so results compare on the same test set.
+
+    Returns:
+        ``folder``, readable as ``scenes:FOLDER`` (segmentation and detection).
+    """
+    from cnnzoo.data.scenes import generate_scenes
+    from cnnzoo.data.seg_datamodule import SCENES_DEFAULTS
+
+    settings = {**SCENES_DEFAULTS, "n_train": n_train, "n_test": 0}
+    generate_scenes(folder, seed=0, source=source, data_dir=fashion_dir, **settings)
+    for kind in ("images", "masks"):
+        link = folder / kind / "test"
+        if link.is_dir() and not link.is_symlink() and not any(link.iterdir()):
+            link.rmdir()  # generate_scenes made it empty (n_test 0)
+        if not link.exists():
+            link.symlink_to((standard / kind / "test").resolve(), target_is_directory=True)
+    boxes = "annotations/instances_test.json"
+    shutil.copyfile(standard / boxes, folder / boxes)
+    return folder

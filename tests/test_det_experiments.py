@@ -40,7 +40,7 @@ def test_detector_cost_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes)
     assert list(by) == ["sliding_window", "fast_rcnn", "yolov3"]
     for row in result.rows:
         assert 0.0 <= row["test_map_50"] <= 1.0 and 0.0 <= row["test_map"] <= 1.0
-        assert row["steps"] >= 1 and row["inference_ms_per_image"] > 0
+        assert row["steps"] >= 1 and row["inference_ms_per_image"] > 0 and row["latency_ms"] > 0
     # every window of a 48x48 image is one CNN evaluation
     windows = cost.create_model("sliding_window", num_classes=10, **TINY).num_windows((48, 48))
     assert by["sliding_window"]["evaluations_per_image"] == windows > 100
@@ -50,4 +50,4 @@ def test_detector_cost_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes)
     payload = json.loads((tmp_path / "dc" / "results.json").read_text())
     assert payload["rows"] == result.rows
     assert (tmp_path / "dc" / "detector_cost.png").stat().st_size > 5000
-    assert "windows per image" in result.notes
+    assert "windows per image" in result.notes and "single image" in result.notes

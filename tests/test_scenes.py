@@ -129,3 +129,60 @@ def test_rejects_bad_settings(tmp_path: Path) -> None:
         generate_scenes(tmp_path / "x", n_train=1, n_test=0, source="mnist")
     with pytest.raises(CnnzooError, match="max_items"):
         generate_scenes(tmp_path / "y", n_train=1, n_test=0, max_items=0)
+
+
+def _fake_fashion(folder: Path) -> Path:
+    """Four small Fashion-MNIST files: every train image is a bright square of its class."""
+    from cnnzoo.data.fashion_mnist import SPLIT_FILES, write_idx
+
+    folder.mkdir(parents=True)
+    for split, n in (("train", 30), ("test", 10)):
+        images = np.zeros((n, 28, 28), np.uint8)
+        images[:, 6:22, 6:22] = 250
+        images_stem, labels_stem = SPLIT_FILES[split]
+        write_idx(folder / images_stem, images)
+        write_idx(folder / labels_stem, (np.arange(n) % 10).astype(np.uint8))
+    return folder
+
+
+def test_full_source_takes_items_from_the_given_fashion_mnist(tmp_path: Path) -> None:
+    fake = _fake_fashion(tmp_path / "fm")
+    root = generate_scenes(tmp_path / "full", 4, 0, 48, 3, 0, "fashion-mnist", fake)
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["settings"]["source"] == "fashion-mnist" and meta["settings"]["n_train"] == 4
+    coco = json.loads((root / "annotations" / "instances_train.json").read_text())
+    assert coco["annotations"] and all(a["source_index"] < 30 for a in coco["annotations"])
+    for i in range(4):
+        labels = np.asarray(Image.open(root / "masks" / "train" / f"{i:05d}.png"))
+        assert labels.any() and set(np.unique(labels)) <= set(range(11))
+    with pytest.raises(CnnzooError, match="does not hold Fashion-MNIST"):
+        generate_scenes(tmp_path / "x", 2, 0, 48, 3, 0, "fashion-mnist", tmp_path / "nothing")
+
+
+def test_cli_data_scenes_and_training_data_from_its_folder(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cnnzoo.cli import app
+    from cnnzoo.data.seg_datamodule import SegmentationData
+
+    out = tmp_path / "mine"
+    args = ["data", "scenes", "--out", str(out), "--train", "5", "--test", "2", "--size", "48"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "5 train and 2 test scenes" in result.output and f"scenes:{out}" in result.output
+    assert len(list((out / "images" / "train").glob("*.png"))) == 5
+    expected = generate_scenes(tmp_path / "same", 5, 2, 48, 6, 0)
+    assert _files(out) == _files(expected)
+    before = _files(out)
+    result = CliRunner().invoke(app, [*args[:5], "6", *args[6:]])  # other settings, same folder
+    assert result.exit_code == 2 and "not empty" in result.output
+    assert _files(out) == before
+    data = SegmentationData(f"scenes:{out}", val_fraction=0.2, seed=0)
+    assert data.spec.class_names == SCENE_CLASSES
+    assert len(data.splits["train"]) + len(data.splits["val"]) == 5
+    assert len(data.splits["test"]) == 2
+    image, mask = data.splits["test"][1]
+    assert image.shape == (3, 48, 48) and mask.shape == (48, 48)
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(CnnzooError, match=r"plain has no meta.json.*masks:"):
+        SegmentationData(f"scenes:{tmp_path / 'plain'}")

@@ -121,9 +121,9 @@ def print_metrics(title: str, metrics: dict[str, float], extra: dict[str, Any]) 
 
 DATA_HELP = (
     "classification, autoencoders, VAE, DCGAN: fashion-mnist, fashion-mnist-mini or an image "
-    "folder; segmentation: scenes, voc:PATH, cityscapes:PATH or masks:PATH; detection: "
-    "scenes, coco:ANN.json, voc:PATH or yolo:DATA.yaml; translation: unpaired:PATH, "
-    "paired:PATH, fmnist-edges, fmnist-invert, fmnist-shoes"
+    "folder; segmentation: scenes, scenes:PATH, voc:PATH, cityscapes:PATH or masks:PATH; "
+    "detection: scenes, scenes:PATH, coco:ANN.json, voc:PATH or yolo:DATA.yaml; translation: "
+    "unpaired:PATH, paired:PATH, fmnist-edges, fmnist-invert, fmnist-shoes"
 )
 
 

@@ -1,4 +1,4 @@
-"""`cnnzoo anchors` and `cnnzoo data convert`."""
+"""`cnnzoo anchors`, `cnnzoo data convert` and `cnnzoo data scenes`."""
 
 from __future__ import annotations
 
@@ -65,3 +65,34 @@ def data_convert(
 
     written = convert(source, dest, split=split, overwrite=overwrite)
     console.print(f"wrote {written}")
+
+
+@data_app.command("scenes")
+@clear_errors
+def data_scenes(
+    out: Annotated[str, typer.Option(help="new (or empty) folder to write the scenes into")],
+    train: Annotated[int, typer.Option(help="number of train scenes")] = 2000,
+    test: Annotated[int, typer.Option(help="number of test scenes")] = 400,
+    size: Annotated[int, typer.Option(help="canvas side in pixels")] = 96,
+    max_items: Annotated[int, typer.Option(help="the most items per scene")] = 6,
+    seed: int = 0,
+    source: Annotated[
+        str,
+        typer.Option(
+            help="items from fashion-mnist-mini (bundled, 500 per class) or fashion-mnist "
+            "(the full 60,000 train / 10,000 test images, read from --data-dir)"
+        ),
+    ] = "fashion-mnist-mini",
+    data_dir: Annotated[
+        str | None, typer.Option(help="where the full Fashion-MNIST is (source fashion-mnist)")
+    ] = None,
+) -> None:
+    """Generate a scenes dataset of your own size: PNG images, PNG label maps, COCO boxes."""
+    from cnnzoo.data.scenes import generate_scenes
+
+    root = generate_scenes(out, train, test, size, max_items, seed, source, data_dir)
+    console.print(f"wrote {train} train and {test} test scenes to {root}", highlight=False)
+    console.print(
+        f"use: cnnzoo train unet --data scenes:{root}   (segmentation or detection)",
+        highlight=False,
+    )

@@ -66,6 +66,23 @@ def scenes_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(base).expanduser() / name
 
 
+def _scenes_folder(path: Path) -> Path:
+    """Return ``path`` if it holds generated scenes (their ``meta.json``).
+
+    Raises:
+        CnnzooError: naming the folder otherwise.
+    """
+    from cnnzoo.data.scenes import META_FILE
+
+    path = path.expanduser()
+    if not (path / META_FILE).is_file():
+        raise CnnzooError(
+            f"scenes folder {path} has no {META_FILE}: generate one with `cnnzoo data scenes "
+            f"--out {path}`, or read your own images and masks with masks:{path}"
+        )
+    return path
+
+
 class PairView(Dataset[SegSample]):
     """Items ``indices`` of a segmentation dataset, through ``transform``, decoded once.
 
@@ -255,6 +272,8 @@ class SegmentationData(SplitDataModule):
                 bases, names = self._voc(Path(path))
             elif scheme == "cityscapes":
                 bases, names = self._cityscapes(Path(path))
+            elif scheme == SCENES:
+                bases, names = self._mask_folders(_scenes_folder(Path(path)))
             else:
                 bases, names = self._mask_folders(Path(path))
         self._make_splits(bases)

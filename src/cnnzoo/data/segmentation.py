@@ -48,7 +48,7 @@ SegSample = tuple[torch.Tensor, torch.Tensor]
 JointTransform = Callable[[torch.Tensor, torch.Tensor], SegSample]
 """A function of ``(image, mask)`` returning a transformed ``(image, mask)``."""
 
-SEG_DATA_SCHEMES: tuple[str, ...] = ("voc", "cityscapes", "masks")
+SEG_DATA_SCHEMES: tuple[str, ...] = ("voc", "cityscapes", "masks", "scenes")
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +374,8 @@ def parse_seg_data(spec: str) -> tuple[str, str]:
     """Split a segmentation data spec ``"scheme:path"``.
 
     Schemes: ``voc`` (VOCdevkit/VOC2012), ``cityscapes`` (folder with leftImg8bit/ and gtFine/),
-    ``masks`` (your own images + masks). The scheme is case-insensitive; ``~`` in the path is
+    ``masks`` (your own images + masks), ``scenes`` (a folder written by ``cnnzoo data scenes``,
+    read like ``masks``). The scheme is case-insensitive; ``~`` in the path is
     expanded.
 
     Returns:
