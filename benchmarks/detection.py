@@ -115,10 +115,9 @@ def main() -> None:
     flush_denormals()
     runs = Path(free_run_dir(args.runs))
     if args.train_scenes:
-        from cnnzoo.data.scenes import generate_scenes
-        from cnnzoo.data.seg_datamodule import SCENES_DEFAULTS, scenes_root
+        from cnnzoo.data.seg_datamodule import default_scenes
 
-        standard = generate_scenes(scenes_root(args.data_dir), seed=0, **SCENES_DEFAULTS)
+        standard = default_scenes(args.data_dir)
         source = "fashion-mnist" if args.fashion_mnist else "fashion-mnist-mini"
         folder = runs / f"scenes-{args.train_scenes}-{source}"
         train_scenes(folder, args.train_scenes, source, args.fashion_mnist, standard)

@@ -72,14 +72,6 @@ def _data_dir(root: Path, n_train: int, source: str) -> Path:
     return root / f"scenes-{n_train}-{source}"
 
 
-def _make_scenes(
-    runs: Path, n_train: int, source: str, fashion_dir: str | None, standard: Path
-) -> None:
-    from scenes_bench import train_scenes
-
-    train_scenes(_data_dir(runs, n_train, source), n_train, source, fashion_dir, standard)
-
-
 def _pretrain(runs: Path, stages: str, accelerator: str) -> Path:
     from pretrain import PRETRAIN, pretrained_backbone
 
@@ -96,9 +88,8 @@ def _run(name: str, args: argparse.Namespace) -> None:
 
     recipe = dict(RECIPES[name])
     recipe["epochs"] = args.epochs or recipe["epochs"]
-    n_train = args.n_train or recipe.pop("n_train", 2000)
-    recipe.pop("n_train", None)
-    data = _data_dir(args.runs, n_train, recipe.pop("source", MINI))
+    n_train = recipe.pop("n_train", 2000)
+    data = _data_dir(args.runs, args.n_train or n_train, recipe.pop("source", MINI))
     if recipe.get("pre"):
         recipe["backbone_weights"] = str(_pretrain(args.runs, recipe.pop("pre"), args.accelerator))
     flush_denormals()
@@ -162,13 +153,13 @@ def main() -> None:
     args.runs.mkdir(parents=True, exist_ok=True)
     sets = sorted({(args.n_train or RECIPES[n].get("n_train", 2000),
                     RECIPES[n].get("source", MINI)) for n in args.recipes})  # fmt: skip
-    from cnnzoo.data.scenes import generate_scenes
-    from cnnzoo.data.seg_datamodule import SCENES_DEFAULTS, scenes_root
+    from cnnzoo.data.seg_datamodule import default_scenes
+    from scenes_bench import train_scenes
 
-    standard = generate_scenes(scenes_root(args.runs), seed=0, **SCENES_DEFAULTS)
+    standard = default_scenes(args.runs)  # once, before the pool reads it
     with multiprocessing.Pool(len(sets)) as pool:  # generated before the children read them
-        jobs = [(args.runs, n, s, args.fashion_mnist, standard) for n, s in sets]
-        pool.starmap(_make_scenes, jobs)
+        jobs = [(_data_dir(args.runs, n, s), n, s, args.fashion_mnist, standard) for n, s in sets]
+        pool.starmap(train_scenes, jobs)
     for stages in sorted({RECIPES[n]["pre"] for n in args.recipes if "pre" in RECIPES[n]}):
         _pretrain(args.runs, stages, args.accelerator)
     start, pending, running = time.time(), list(args.recipes), []

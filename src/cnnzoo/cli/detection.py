@@ -80,7 +80,8 @@ def data_scenes(
         str,
         typer.Option(
             help="items from fashion-mnist-mini (bundled, 500 per class) or fashion-mnist "
-            "(the full 60,000 train / 10,000 test images, read from --data-dir)"
+            "(the full 60,000 train / 10,000 test images: --data-dir, $CNNZOO_DATA or the system "
+            "copy)"
         ),
     ] = "fashion-mnist-mini",
     data_dir: Annotated[

@@ -478,9 +478,8 @@ def open_det_dataset(
     if path:
         root = Path(path)
     else:
-        from cnnzoo.data.scenes import generate_scenes
-        from cnnzoo.data.seg_datamodule import SCENES_DEFAULTS, scenes_root
+        from cnnzoo.data.seg_datamodule import default_scenes
 
-        root = generate_scenes(scenes_root(data_dir), seed=0, **SCENES_DEFAULTS)
+        root = default_scenes(data_dir)
     ann = root / "annotations" / f"instances_{split}.json"
     return COCODetection(ann, channels=channels, transform=transform)

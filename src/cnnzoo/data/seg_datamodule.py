@@ -66,6 +66,18 @@ def scenes_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     return Path(base).expanduser() / name
 
 
+def default_scenes(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Return the folder of ``--data scenes`` (:func:`scenes_root`), generating it first if
+    needed (seed 0, :data:`SCENES_DEFAULTS`).
+
+    Raises:
+        CnnzooError: if the folder holds something else or cannot be written.
+    """
+    from cnnzoo.data.scenes import generate_scenes
+
+    return generate_scenes(scenes_root(data_dir), seed=0, **SCENES_DEFAULTS)
+
+
 def _scenes_folder(path: Path) -> Path:
     """Return ``path`` if it holds generated scenes (their ``meta.json``).
 
@@ -252,9 +264,7 @@ class SegmentationData(SplitDataModule):
     # -- sources -----------------------------------------------------------------------
     def _load(self) -> DatasetSpec:
         if self.data == SCENES:
-            from cnnzoo.data.scenes import generate_scenes
-
-            root = generate_scenes(scenes_root(self.data_dir), seed=0, **SCENES_DEFAULTS)
+            root = default_scenes(self.data_dir)
             bases, names = self._mask_folders(root)
         else:
             if ":" not in self.data and Path(self.data).expanduser().is_dir():
