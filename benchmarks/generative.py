@@ -58,7 +58,7 @@ def main() -> None:
     budget = QUICK["budget"] if args.quick else args.budget
     subset = QUICK["subset"] if args.quick and args.subset is None else args.subset
 
-    from cnnzoo.rundir import atomic_write_bytes
+    from cnnzoo.files import atomic_write_bytes
     from cnnzoo.tasks.fid import FID_NAME, extractor_metadata
     from cnnzoo.workflows.demo import free_run_dir
     from cnnzoo.workflows.train import TrainConfig, train

@@ -42,7 +42,7 @@ def main() -> None:
     from safetensors.torch import load_file, save
 
     from cnnzoo.data.fashion_mnist import find_fashion_mnist
-    from cnnzoo.rundir import atomic_write_bytes
+    from cnnzoo.files import atomic_write_bytes
     from cnnzoo.tasks.fid import FID_FORMAT, FMNIST_MEAN, FMNIST_STD
     from cnnzoo.workflows.train import TrainConfig, train
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import RunDir
+from cnnzoo.rundir import INT8_FILE, RunDir
 from cnnzoo.summary import count_macs
-from cnnzoo.workflows.compress import INT8_FILE, CompressConfig, compress
+from cnnzoo.workflows.compress import CompressConfig, compress
 from cnnzoo.workflows.train import TrainConfig, train
 
 

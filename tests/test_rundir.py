@@ -7,7 +7,8 @@ import torch
 
 import cnnzoo
 from cnnzoo import CnnzooError
-from cnnzoo.rundir import RunDir, atomic_write_text
+from cnnzoo.files import atomic_write_text
+from cnnzoo.rundir import RunDir
 
 
 def test_existing_run_directory_is_refused(tmp_path):
@@ -54,7 +55,7 @@ def test_open_rejects_a_folder_that_is_not_a_run(tmp_path):
 def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
     import os
 
-    from cnnzoo.rundir import atomic_write_text
+    from cnnzoo.files import atomic_write_text
 
     umask = os.umask(0o022)
     try:

@@ -155,6 +155,11 @@ def model_info(name: str) -> ModelInfo:
         raise CnnzooError(f"unknown model {name!r}; {hint}") from None
 
 
+def _is_weight_name(text: str) -> bool:
+    """A string that is no file or folder and no path: a weight set's name or tag."""
+    return not Path(text).exists() and "/" not in text and "\\" not in text
+
+
 def list_models(task: str | None = None) -> list[str]:
     """Return the sorted registered model names, optionally only those of one ``task``.
 
@@ -187,10 +192,12 @@ def create_model(
             maps (a :class:`~cnnzoo.models.features.FeatureExtractor`, head removed).
         out_indices: with ``features_only``, the stages to return, as indices into the
             model's ``feature_info`` (negative from the deepest); default: every stage.
-        weights: a run directory, a ``.safetensors`` file or a torchvision ``.pth`` state
-            dict to start from (see :func:`~cnnzoo.models.weights.load_weights`): another
-            ``num_classes`` keeps a fresh head, another ``in_channels`` adapts the first
-            convolution.
+        weights: a weight set's name (``"resnet50.tv_in1k"``, or just its tag ``"tv_in1k"``;
+            see :mod:`cnnzoo.weights`: its classes, channels and builder options become the
+            defaults), a run directory, a ``.safetensors`` file or a torchvision ``.pth``
+            state dict to start from (see :func:`~cnnzoo.models.weights.load_weights`):
+            another ``num_classes`` keeps a fresh head, another ``in_channels`` adapts the
+            first convolution.
         **kwargs: builder-specific options, e.g. ``small_input=True``, ``aux_logits=False``.
 
     Returns:
@@ -204,6 +211,12 @@ def create_model(
     if out_indices is not None and not features_only:
         raise CnnzooError("out_indices selects feature maps: pass features_only=True with it")
     args: dict[str, Any] = dict(info.defaults)
+    if isinstance(weights, str) and _is_weight_name(weights):
+        from cnnzoo.weights.catalog import get
+
+        named = get(weights, model=name, as_path=True)
+        weights = named.name
+        args.update(named.spec.get("kwargs", {}))
     # A backbone needs no auxiliary classifiers (GoogLeNet's): build it without them.
     if features_only and "aux_logits" in inspect.signature(info.builder).parameters:
         args["aux_logits"] = False

@@ -17,44 +17,24 @@ Every file is written to a temporary name and renamed, so a crash never leaves h
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from torch import nn
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.files import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:
+    from cnnzoo.weights.entry import WeightSet
 
 WEIGHTS = "model.safetensors"
 SPEC = "model.json"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    The file gets the permissions of an ordinary new file (0666 less the umask), not the
-    temporary file's private 0600.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode())
+METRICS = "metrics.json"
+INT8_FILE = "model.int8.onnx"
+"""A quantized run's ONNX Runtime model (``cnnzoo compress --quantize int8``)."""
 
 
 def _jsonable(value: Any) -> Any:
@@ -115,12 +95,19 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | Path) -> RunDir:
-        """Open an existing run directory, or the folder of a ``model.safetensors`` file.
+        """Open an existing run directory, the folder of a ``model.safetensors`` file, or a
+        named weight set (``resnet20.fmnist``: a :class:`WeightsRun`).
 
         Raises:
-            CnnzooError: if there are no weights and spec to rebuild the model.
+            CnnzooError: if there are no weights and spec to rebuild the model, or the name
+                is not a weight set.
         """
         p = Path(path)
+        if not p.exists():
+            from cnnzoo.weights.catalog import get, looks_like_weight_name
+
+            if looks_like_weight_name(str(path)):
+                return WeightsRun(get(str(path), as_path=True))
         if p.is_file() and p.suffix == ".safetensors":
             run = cls(p.parent)
             run._weights = p  # type: ignore[attr-defined]
@@ -157,6 +144,21 @@ class RunDir:
     @property
     def spec_file(self) -> Path:
         return self.weights.with_name(SPEC)
+
+    @property
+    def int8_file(self) -> Path:
+        """The run's int8 ONNX model (it may not exist)."""
+        return self.path / INT8_FILE
+
+    @property
+    def predictions(self) -> Path:
+        """Where ``cnnzoo predict`` writes by default."""
+        return self.path / "predictions"
+
+    @property
+    def label(self) -> str:
+        """How messages name the run: its folder."""
+        return str(self.path)
 
     # -- writing -------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
@@ -199,9 +201,8 @@ class RunDir:
             CnnzooError: if the weights do not fit the architecture, or the shapes do not
                 fit the model.
         """
-        from safetensors.torch import load_file
-
         from cnnzoo.registry import create_model
+        from cnnzoo.weights.storage import read_state_dict
 
         spec = self.read_spec()
         model = create_model(spec["model"], **spec.get("kwargs", {}))
@@ -209,7 +210,7 @@ class RunDir:
             from cnnzoo.compress.shapes import apply_module_shapes
 
             apply_module_shapes(model, spec["shapes"])
-        state = load_file(str(self.weights))
+        state = read_state_dict(self.weights)
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
@@ -217,9 +218,78 @@ class RunDir:
             raise CnnzooError(f"{self.weights} does not fit {spec['model']}: {first}") from None
         return model.eval(), spec
 
+    def read_metrics(self) -> dict[str, Any]:
+        """Return the parsed ``metrics.json`` (empty when absent, e.g. a lone weights file)."""
+        path = self.path / METRICS
+        return json.loads(path.read_text()) if path.is_file() else {}
+
     def read_config(self) -> dict[str, Any]:
         """Return the parsed ``config.yaml`` (empty when absent, e.g. a lone weights file)."""
         path = self.path / "config.yaml"
         if not path.is_file():
             return {}
         return yaml.safe_load(path.read_text()) or {}
+
+
+class WeightsRun(RunDir):
+    """A named weight set seen as a run: its spec, metrics and training configuration come
+    from the catalog entry, its weights from the verified shipped or cached file (fetched on
+    first use). What a workflow writes "into the run" (``eval``'s plots) goes to
+    ``$CNNZOO_HOME/runs/NAME``; the package and the cache are never written to.
+    """
+
+    def __init__(self, weight_set: WeightSet) -> None:
+        from cnnzoo.weights.cache import cnnzoo_home
+
+        super().__init__(cnnzoo_home() / "runs" / weight_set.name)
+        self.weight_set = weight_set
+
+    @property
+    def weights(self) -> Path:
+        from cnnzoo.weights.cache import local_file
+
+        return local_file(self.weight_set)
+
+    @property
+    def int8_file(self) -> Path:
+        ws = self.weight_set
+        return self.weights if ws.storage == "onnx" else self.path / INT8_FILE
+
+    @property
+    def label(self) -> str:
+        return self.weight_set.name
+
+    @property
+    def predictions(self) -> Path:
+        return Path("predictions") / self.weight_set.name
+
+    def read_spec(self) -> dict[str, Any]:
+        return dict(self.weight_set.spec)
+
+    def read_config(self) -> dict[str, Any]:
+        return dict(self.weight_set.config)
+
+    def read_metrics(self) -> dict[str, Any]:
+        ws = self.weight_set
+        return {"model": ws.model, "task": ws.task, "dataset": ws.dataset,
+                "metrics": dict(ws.metrics)}  # fmt: skip
+
+    def load_model(self) -> tuple[nn.Module, dict[str, Any]]:
+        """Build the model and load the weight set (an int8 ONNX set: the float model it
+        was quantized from, named by its spec's ``source``).
+
+        Returns:
+            The model in eval mode, and the spec.
+
+        Raises:
+            CnnzooError: if the file cannot be fetched or verified.
+        """
+        from cnnzoo.models.weights import load_weights
+        from cnnzoo.registry import create_model
+        from cnnzoo.weights.cache import load_state_dict
+
+        spec = self.read_spec()
+        source = spec.get("source") if self.weight_set.storage == "onnx" else None
+        model = create_model(spec["model"], **spec.get("kwargs", {}))
+        load_weights(model, load_state_dict(source or self.weight_set))
+        return model.eval(), spec

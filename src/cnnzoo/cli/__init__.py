@@ -8,6 +8,7 @@ from __future__ import annotations
 
 # isort: off
 from cnnzoo.cli import models  # noqa: F401  models, info
+from cnnzoo.cli import weights  # noqa: F401  weights list/info/download/verify
 from cnnzoo.cli import training  # noqa: F401  train, finetune
 from cnnzoo.cli import evaluation  # noqa: F401  eval, predict
 from cnnzoo.cli import generative  # noqa: F401  sample, translate

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from cnnzoo.cli.common import (
+    CnnzooError,
     app,
     clear_errors,
     console,
@@ -19,7 +20,9 @@ from cnnzoo.cli.common import (
 @app.command("eval")
 @clear_errors
 def eval_(
-    run: Annotated[str, typer.Argument(help="run directory or model.safetensors")],
+    run: Annotated[
+        str, typer.Argument(help="run directory, model.safetensors or weight set (MODEL.TAG)")
+    ],
     data: Annotated[str | None, typer.Option(help="default: the training dataset")] = None,
     data_dir: str | None = None,
     split: str = "test",
@@ -121,12 +124,17 @@ def _eval_detection(
 @app.command()
 @clear_errors
 def predict(
-    run: Annotated[str, typer.Argument(help="run directory or model.safetensors")],
+    run: Annotated[
+        str, typer.Argument(help="run directory, model.safetensors or weight set (MODEL.TAG)")
+    ],
     images: Annotated[list[str], typer.Argument(help="image files")],
     topk: Annotated[int, typer.Option(help="classification: classes shown")] = 3,
     out: Annotated[
         str | None,
-        typer.Option(help="segmentation/detection: output folder (default: RUN/predictions)"),
+        typer.Option(
+            help="segmentation/detection: output folder (default: RUN/predictions; for a "
+            "weight set, predictions/NAME)"
+        ),
     ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="segmentation/detection: replace outputs")
@@ -137,25 +145,36 @@ def predict(
     """Classification: file, top-k classes with probabilities. Segmentation: a label PNG and
     a colour overlay PNG per image, and the classes by area. Detection: a PNG with the boxes
     drawn and a JSON of the detections per image."""
-    task = run_task(run)
+    from cnnzoo.rundir import RunDir
+
+    opened = RunDir.open(run)
+    task = opened.read_spec().get("task", "classification")
     if task == "detection":
-        from cnnzoo.rundir import RunDir
         from cnnzoo.workflows.det_predict import predict_detection
 
-        folder = out or str(RunDir.open(run).path / "predictions")
+        folder = out or str(opened.predictions)
         for p in predict_detection(run, images, folder, conf=conf, iou=iou, overwrite=overwrite):
             found = "\t".join(f"{d['class']} {d['score']:.3f}" for d in p.detections[:topk])
             typer.echo(f"{p.file}\t{p.boxes_png}\t{p.json_file}\t{len(p.detections)}\t{found}")
         return
     if task == "segmentation":
-        from cnnzoo.rundir import RunDir
         from cnnzoo.workflows.seg_predict import predict_segmentation
 
-        folder = out or str(RunDir.open(run).path / "predictions")
+        folder = out or str(opened.predictions)
         for p in predict_segmentation(run, images, folder, overwrite=overwrite):
             areas = "\t".join(f"{c} {a:.3f}" for c, a in list(p.areas.items())[:topk])
             typer.echo(f"{p.file}\t{p.label_png}\t{p.overlay_png}\t{areas}")
         return
+    if task != "classification":
+        use = (
+            "cnnzoo sample (VAE, GAN) or cnnzoo translate"
+            if task != "reconstruction"
+            else ("cnnzoo eval (reconstructions)")
+        )
+        raise CnnzooError(
+            f"{opened.label} is a {task} model: predict labels images with classifiers, "
+            f"segmenters and detectors; use {use}"
+        )
     from cnnzoo.workflows.predict import predict as run_predict
 
     for p in run_predict(run, images, topk=topk):

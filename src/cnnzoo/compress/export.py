@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import atomic_write_bytes
+from cnnzoo.files import atomic_write_bytes
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

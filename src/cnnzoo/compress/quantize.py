@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import atomic_write_bytes
+from cnnzoo.files import atomic_write_bytes
 
 METHODS = ("minmax", "percentile", "entropy")
 

@@ -28,7 +28,7 @@ from cnnzoo.data.detection import DetectionDataset, open_det_dataset, parse_det_
 from cnnzoo.data.voc import VOC_CLASSES_FILE, VOC_DET_CLASSES
 from cnnzoo.data.yolo import read_data_yaml, yolo_label_path
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import atomic_write_text
+from cnnzoo.files import atomic_write_text
 
 
 def _relative_names(dataset: DetectionDataset) -> list[str]:

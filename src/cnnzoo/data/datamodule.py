@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
 from cnnzoo.data.splits import SplitDataModule
-from cnnzoo.data.transforms import BatchAugment, normalize_batch, resize_batch
+from cnnzoo.data.transforms import BatchAugment, prepare_batch
 from cnnzoo.errors import CnnzooError
 
 FASHION_MNIST_NAMES = ("fashion-mnist", "fashion-mnist-mini")
@@ -67,28 +67,6 @@ class InMemoryImages(Dataset):
 def collate(batch: Any) -> Any:
     """Pass through batches fetched whole (``__getitems__``); stack lists of samples."""
     return batch if isinstance(batch, tuple) else default_collate(batch)
-
-
-def prepare_batch(
-    x: Tensor,
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    resize_to: int | None = None,
-    augment: BatchAugment | None = None,
-) -> Tensor:
-    """Turn a uint8 batch into the model's float input: augment, normalise, resize.
-
-    Augmentation runs first, on the small uint8 images, so crop padding is black.
-
-    Returns:
-        float32 tensor (N, C, H', W').
-    """
-    if augment is not None:
-        x = augment(x)
-    x = normalize_batch(x, mean, std)
-    if resize_to is not None and x.shape[-1] != resize_to:
-        x = resize_batch(x, resize_to)
-    return x
 
 
 def _split_off(

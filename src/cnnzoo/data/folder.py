@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
-from torchvision.transforms.v2 import functional as TF
 
 from cnnzoo.errors import CnnzooError
 
@@ -240,6 +240,19 @@ def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
+def resize_uint8(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize a uint8 image ``(C, H, W)`` to ``size`` = ``(H', W')``: bilinear with
+    antialiasing, torchvision's ``resize`` exactly (PyTorch's uint8 kernel, which torchvision
+    calls), without importing torchvision.
+
+    Returns:
+        uint8 tensor ``(C, H', W')``.
+    """
+    out = F.interpolate(image[None], size=tuple(size), mode="bilinear", antialias=True,
+                        align_corners=False)  # fmt: skip
+    return out[0]
+
+
 def load_image(
     path: str | os.PathLike[str],
     channels: int = 3,
@@ -278,7 +291,7 @@ def load_image(
     tensor = torch.from_numpy(array)
     tensor = tensor.unsqueeze(0) if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()
     if size is not None and tuple(tensor.shape[-2:]) != size:
-        tensor = TF.resize(tensor, list(size), antialias=True)
+        tensor = resize_uint8(tensor, size)
     return tensor
 
 

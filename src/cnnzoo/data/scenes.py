@@ -38,7 +38,7 @@ from cnnzoo.data.fashion_mnist import (
 )
 from cnnzoo.data.segmentation import JointTransform, MaskFolderDataset
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import atomic_write_bytes, atomic_write_text
+from cnnzoo.files import atomic_write_bytes, atomic_write_text
 
 SCENE_CLASSES: list[str] = ["background", *FASHION_MNIST_CLASSES]
 """Segmentation class names: index 0 is background, 1..10 the Fashion-MNIST classes."""

@@ -189,3 +189,25 @@ def resize_batch(x: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
         return out
     info = torch.iinfo(x.dtype)
     return out.round_().clamp_(info.min, info.max).to(x.dtype)
+
+
+def prepare_batch(
+    x: torch.Tensor,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    resize_to: int | None = None,
+    augment: BatchAugment | None = None,
+) -> torch.Tensor:
+    """Turn a uint8 batch into the model's float input: augment, normalise, resize.
+
+    Augmentation runs first, on the small uint8 images, so crop padding is black.
+
+    Returns:
+        float32 tensor (N, C, H', W').
+    """
+    if augment is not None:
+        x = augment(x)
+    x = normalize_batch(x, mean, std)
+    if resize_to is not None and x.shape[-1] != resize_to:
+        x = resize_batch(x, resize_to)
+    return x

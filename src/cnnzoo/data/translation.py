@@ -2,7 +2,8 @@
 (pix2pix, pix2pixHD), from folders or built from Fashion-MNIST.
 
 Every dataset yields ``{"A": uint8 (C, H, W) or int64 (H, W) label map, "B": uint8 (C, H, W)}``
-and has ``channels_a``, ``channels_b`` and ``label_nc`` (> 0 when "A" is a label map).
+and has ``channels_a``, ``channels_b``, ``label_nc`` (> 0 when "A" is a label map), ``paired``
+(whether item ``i``'s B is the true target of its A) and ``domain_sizes`` (A and B images).
 
 ``--data`` forms (:func:`parse_translation_data`):
 
@@ -47,6 +48,8 @@ BUILTIN_TASKS: dict[str, str] = {
 }
 TINT = (1.0, 0.55, 0.1)
 """The colour of ``fmnist-invert``'s B domain (RGB multipliers of the inverted item)."""
+SHOES_CLASSES = (7, 9)
+"""The Fashion-MNIST classes of ``fmnist-shoes``' A (Sneaker) and B (Ankle boot) domains."""
 
 Pair = dict[str, Tensor]
 
@@ -100,6 +103,8 @@ class UnpairedFolders(Dataset[Pair]):
         CnnzooError: for a missing or empty folder, naming it.
     """
 
+    paired = False
+
     def __init__(
         self,
         folder_a: str | os.PathLike[str],
@@ -120,6 +125,11 @@ class UnpairedFolders(Dataset[Pair]):
         """Redraw which B image goes with which A image."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         self.perm = torch.randperm(len(self.files_b), generator=gen).tolist()
+
+    @property
+    def domain_sizes(self) -> tuple[int, int]:
+        """Return the number of A and of B images."""
+        return len(self.files_a), len(self.files_b)
 
     def __len__(self) -> int:
         return max(len(self.files_a), len(self.files_b))
@@ -165,6 +175,8 @@ class PairedFolders(Dataset[Pair]):
             values outside ``0..label_nc-1`` (named).
     """
 
+    paired = True
+
     def __init__(
         self,
         folder_a: str | os.PathLike[str] | None,
@@ -198,6 +210,11 @@ class PairedFolders(Dataset[Pair]):
                 "images without a partner): paired images must have the same file name"
             )
         self.pairs = [(by_stem_a[k], by_stem_b[k]) for k in sorted(by_stem_a)]
+
+    @property
+    def domain_sizes(self) -> tuple[int, int]:
+        """Return the number of A and of B images (both the number of pairs)."""
+        return len(self.pairs), len(self.pairs)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -266,12 +283,21 @@ def sobel_edges(images: Tensor, threshold: float = 0.2) -> Tensor:
 
 class TensorPairs(Dataset[Pair]):
     """In-memory A and B image tensors; paired (item ``i`` of each) or unpaired (B drawn by a
-    seeded permutation, redrawn by :meth:`set_epoch`)."""
+    seeded permutation, redrawn by :meth:`set_epoch`). ``classes``: the Fashion-MNIST class of
+    every A and of every B image, when each domain is one class (``fmnist-shoes``)."""
 
-    def __init__(self, a: Tensor, b: Tensor, paired: bool, seed: int = 0) -> None:
+    def __init__(
+        self,
+        a: Tensor,
+        b: Tensor,
+        paired: bool,
+        seed: int = 0,
+        classes: tuple[int, int] | None = None,
+    ) -> None:
         if paired and len(a) != len(b):
             raise CnnzooError(f"paired tensors differ in length: {len(a)} vs {len(b)}")
         self.a, self.b, self.paired, self.seed = a, b, paired, seed
+        self.classes = classes
         self.channels_a, self.channels_b = int(a.shape[1]), int(b.shape[1])
         self.label_nc = 0
         self.set_epoch(0)
@@ -280,6 +306,11 @@ class TensorPairs(Dataset[Pair]):
         """Redraw the B partner of each A item (unpaired only)."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         self.perm = None if self.paired else torch.randperm(len(self.b), generator=gen)
+
+    @property
+    def domain_sizes(self) -> tuple[int, int]:
+        """Return the number of A and of B images."""
+        return len(self.a), len(self.b)
 
     def __len__(self) -> int:
         return len(self.a) if self.paired else max(len(self.a), len(self.b))
@@ -322,8 +353,10 @@ def builtin_task(
     if name == "fmnist-edges":
         b = images[:limit] if limit else images
         return TensorPairs(sobel_edges(b), b, paired=True, seed=seed)
+    classes = None
     if name == "fmnist-shoes":
-        a, b = images[labels == 7], images[labels == 9]
+        classes = SHOES_CLASSES
+        a, b = images[labels == classes[0]], images[labels == classes[1]]
     else:  # fmnist-invert: two disjoint halves, so no B image is the inverse of an A image
         order = torch.randperm(len(images), generator=gen)
         half = len(order) // 2
@@ -332,7 +365,7 @@ def builtin_task(
         b = ((255 - images[order[half:]]).float() * tint).round().to(torch.uint8)
     if limit:
         a, b = a[:limit], b[:limit]
-    return TensorPairs(a, b, paired=False, seed=seed)
+    return TensorPairs(a, b, paired=False, seed=seed, classes=classes)
 
 
 def open_translation_split(
@@ -402,6 +435,9 @@ class TranslationData(SplitDataModule):
     Attributes:
         spec: a :class:`~cnnzoo.data.datamodule.DatasetSpec` of the B domain (channels, size)
             with ``in_channels`` the A domain's (label_nc for label maps).
+        paired: whether each A has its true B (``paired:PATH``, ``fmnist-edges``).
+        domain_classes: the Fashion-MNIST classes of the A and the B domain (``fmnist-shoes``:
+            :data:`SHOES_CLASSES`), else None.
 
     Raises:
         CnnzooError: for a bad spec or folders.
@@ -440,6 +476,8 @@ class TranslationData(SplitDataModule):
         self.channels_a = int(getattr(train, "label_nc", 0) or getattr(train, "channels_a", 3))
         self.channels_b = int(b.shape[0])
         self.label_nc = int(getattr(train, "label_nc", 0))
+        self.paired = bool(getattr(train, "paired", False))
+        self.domain_classes: tuple[int, int] | None = getattr(train, "classes", None)
         self.spec = DatasetSpec(
             name=data,
             class_names=[],

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import atomic_write_text
+from cnnzoo.files import atomic_write_text
 
 
 @dataclass

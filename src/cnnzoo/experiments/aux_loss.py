@@ -42,7 +42,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from cnnzoo.data.datamodule import ClassificationData, prepare_batch
+from cnnzoo.data.datamodule import ClassificationData
+from cnnzoo.data.transforms import prepare_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.experiments import ExperimentResult, register_experiment
 from cnnzoo.experiments import fashion_mnist_name as _dataset

@@ -9,37 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a ``.pth``/``.pt`` (without unpickling code) or ``.safetensors`` state dict.
-
-    Returns:
-        The tensors by name.
-
-    Raises:
-        CnnzooError: for a missing file or one that is not a state dict.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CnnzooError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any parse failure becomes one clear line
-        raise CnnzooError(f"cannot read weights from {path}: {err}") from None
-    if isinstance(obj, Mapping) and "state_dict" in obj:  # Lightning checkpoints
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise CnnzooError(f"{path} does not hold a state dict (name -> tensor)")
-    return dict(obj)
+from cnnzoo.weights.storage import read_state_dict
 
 
 def load_torchvision_weights(

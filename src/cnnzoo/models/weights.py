@@ -26,7 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.models.torchvision_compat import read_state_dict
+from cnnzoo.weights.cache import local_file
+from cnnzoo.weights.catalog import get as get_weight_set
+from cnnzoo.weights.catalog import looks_like_weight_name
+from cnnzoo.weights.storage import read_state_dict
 
 logger = logging.getLogger("cnnzoo")
 
@@ -73,12 +76,22 @@ class LoadReport:
 
 
 def resolve_weights_path(path: str | Path) -> Path:
-    """Return the weights file of ``path``: itself, or a run directory's ``model.safetensors``.
+    """Return the weights file of ``path``: itself, a run directory's ``model.safetensors``,
+    or the verified local file of a named weight set (``MODEL.TAG``, downloaded if needed).
 
     Raises:
-        CnnzooError: if ``path`` does not exist, or is a directory without weights.
+        CnnzooError: if ``path`` does not exist, is a directory without weights, or names a
+            weight set that is unknown or cannot be fetched.
     """
     path = Path(path)
+    if not path.exists() and looks_like_weight_name(str(path)):
+        named = get_weight_set(str(path), as_path=True)
+        if named.storage == "onnx":
+            raise CnnzooError(
+                f"{named.name} is an int8 ONNX model, not PyTorch weights: use it with "
+                "`cnnzoo bench` or `cnnzoo export`"
+            )
+        return local_file(named)
     if path.is_dir():
         weights = path / _RUN_WEIGHTS
         if not weights.is_file():
@@ -90,6 +103,23 @@ def resolve_weights_path(path: str | Path) -> Path:
     if not path.is_file():
         raise CnnzooError(f"weights file not found: {path}")
     return path
+
+
+def read_source_spec(source: str | Path) -> dict | None:
+    """Return the ``model.json`` document of a run directory, of the file beside it, or of a
+    named weight set; None for a bare weights file (e.g. torchvision's ``.pth``).
+
+    Raises:
+        CnnzooError: for an unknown weight set name.
+    """
+    path = Path(source)
+    if not path.exists() and looks_like_weight_name(str(source)):
+        return dict(get_weight_set(str(source), as_path=True).spec)
+    spec = (path if path.is_dir() else path.parent) / _RUN_SPEC
+    try:
+        return json.loads(spec.read_text()) if spec.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def load_weights(
@@ -124,9 +154,10 @@ def load_weights(
     spec_model = None
     if isinstance(path_or_state_dict, (str, Path)):
         path = resolve_weights_path(path_or_state_dict)
-        report.source = str(path)
+        named = not Path(path_or_state_dict).exists()  # a weight set's name
+        report.source = str(path_or_state_dict if named else path)
         source = read_state_dict(path)
-        spec_model = _spec_model_name(path)
+        spec_model = _spec_model_name(Path(path_or_state_dict) if named else path)
     elif isinstance(path_or_state_dict, Mapping):
         source = dict(path_or_state_dict.get("state_dict", path_or_state_dict))
         if not all(isinstance(v, Tensor) for v in source.values()):
@@ -215,12 +246,11 @@ def adapt_input_channels(weight: Tensor, channels: int) -> Tensor:
 
 # -- helpers --------------------------------------------------------------------------------
 def _spec_model_name(path: Path) -> str | None:
-    """Return the model name of a ``model.json`` beside ``path``, if there is a readable one."""
-    spec = path.with_name(_RUN_SPEC)
-    try:
-        return str(json.loads(spec.read_text())["model"]) if spec.is_file() else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """Return the model name of a ``model.json`` beside ``path`` (or of the weight set it
+    names), if there is a readable one."""
+    spec = read_source_spec(path)
+    model = spec.get("model") if isinstance(spec, dict) else None
+    return str(model) if model is not None else None
 
 
 def _rename_to(

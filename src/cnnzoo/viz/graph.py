@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import atomic_write_bytes
+from cnnzoo.files import atomic_write_bytes
 
 FORMATS = (".svg", ".png")
 # the default depth is the deepest level whose graph has at most this many nodes: ResNet-18

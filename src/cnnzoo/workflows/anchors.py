@@ -11,9 +11,9 @@ import torch
 
 from cnnzoo.data.det_datamodule import DetectionData
 from cnnzoo.errors import CnnzooError
+from cnnzoo.files import atomic_write_text
 from cnnzoo.models.detection.anchors import kmeans_anchors, mean_best_iou, uniform_anchors
 from cnnzoo.models.detection.yolov3 import DEFAULT_ANCHORS
-from cnnzoo.rundir import atomic_write_text
 
 
 @dataclass

@@ -5,7 +5,6 @@ that follow from ``--backbone`` / ``--backbone-weights``, and loading the weight
 from __future__ import annotations
 
 import inspect
-import json
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,20 +21,19 @@ _NOT_BACKBONE_OPTIONS = ("num_classes", "in_channels", "features_only", "out_ind
 def backbone_source(path: str) -> tuple[str | None, dict[str, Any]]:
     """Return the architecture and builder options of classification weights at ``path``.
 
-    A cnnzoo run directory (or its ``model.safetensors`` beside ``model.json``) names them;
-    a bare weights file (e.g. torchvision's ``.pth``) does not: ``(None, {})``.
+    A cnnzoo run directory (or its ``model.safetensors`` beside ``model.json``) or a weight
+    set's name (``convnet.fmnist``) names them; a bare weights file (e.g. torchvision's
+    ``.pth``) does not: ``(None, {})``.
 
     Raises:
         CnnzooError: if ``path`` does not exist, or names a model that is not a classifier.
     """
-    from cnnzoo.models.weights import resolve_weights_path
-    from cnnzoo.rundir import SPEC
+    from cnnzoo.models.weights import read_source_spec, resolve_weights_path
 
-    weights = resolve_weights_path(path)
-    spec_file = weights.parent / SPEC
-    if not spec_file.is_file():
+    resolve_weights_path(path)  # exists (or is a weight set that can be fetched)
+    spec = read_source_spec(path)
+    if spec is None:
         return None, {}
-    spec = json.loads(spec_file.read_text())
     name = spec.get("model")
     if name is None:
         return None, {}
@@ -109,7 +107,8 @@ def load_backbone_weights(
 
     Args:
         model: the segmentation model.
-        path: a cnnzoo run directory, ``.safetensors`` or torchvision ``.pth``.
+        path: a weight set's name, a cnnzoo run directory, ``.safetensors`` or torchvision
+            ``.pth``.
         backbone: the weights' architecture, when ``path`` does not say (SegNet only).
 
     Returns:

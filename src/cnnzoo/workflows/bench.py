@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import RunDir, atomic_write_text
+from cnnzoo.files import atomic_write_text
+from cnnzoo.rundir import RunDir, WeightsRun
 from cnnzoo.summary import count_macs
 from cnnzoo.workflows.assemble import flush_denormals
-from cnnzoo.workflows.compress import INT8_FILE, input_shape
+from cnnzoo.workflows.compress import input_shape
 
 BATCHES = (1, 32)
 
@@ -136,14 +137,13 @@ def _ort_call(session: Any) -> Callable[[torch.Tensor], np.ndarray]:
 
 
 def _size(run: RunDir, spec: dict[str, Any]) -> tuple[int, str]:
-    metrics = run.path / "metrics.json"
-    compression = (
-        json.loads(metrics.read_text()).get("compression", {}) if metrics.is_file() else {}
-    )
+    compression = run.read_metrics().get("compression", {})
     packed = compression.get("packed_size")
     if spec.get("lowbit") and packed:
         mode = spec["lowbit"]["mode"]
         return int(packed["packed_bytes"]), f"packed {packed['bits_per_weight']}-bit {mode}"
+    if isinstance(run, WeightsRun):
+        return run.weights.stat().st_size, f"{run.weight_set.storage} file"
     return run.weights.stat().st_size, "safetensors fp32"
 
 
@@ -171,9 +171,9 @@ def bench_run(
     params = sum(p.numel() for p in model.parameters())
     nonzero = sum(int((p != 0).sum()) for p in model.parameters())
     macs = count_macs(model, shape)
-    name = run.path.name
+    name = run.weight_set.name if isinstance(run, WeightsRun) else run.path.name
     rows = []
-    int8 = run.path / INT8_FILE
+    int8 = run.int8_file
 
     def ort_row(file: Path, variant: str) -> BenchRow:
         session = ort_session(file, threads=threads)

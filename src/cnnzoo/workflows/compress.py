@@ -32,7 +32,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import RunDir
+from cnnzoo.rundir import INT8_FILE, RunDir
 from cnnzoo.summary import count_macs
 from cnnzoo.workflows.train import Job, TrainConfig, TrainResult, train
 
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from cnnzoo.compress.qat import QATState
 
 QUANTIZE_MODES = ("int8", "ternary", "binary")
-INT8_FILE = "model.int8.onnx"
 FP32_ONNX_FILE = "model.onnx"
 
 
@@ -256,7 +255,7 @@ def _prune(cfg: CompressConfig) -> CompressResult:
     example = torch.randn(2, *shape)
     macs_before = count_macs(model, shape)
     params_before = sum(p.numel() for p in model.parameters())
-    info: dict[str, Any] = {"method": f"prune {cfg.prune}", "source": str(run.path)}
+    info: dict[str, Any] = {"method": f"prune {cfg.prune}", "source": run.label}
     callbacks: list[Callback] = []
     spec_extra: dict[str, Any] = {}
     pruned_layers: list[str] = []
@@ -311,10 +310,7 @@ def _taylor_loss(run: RunDir, spec: dict[str, Any]) -> Any:
 
 
 def _source_accuracy(run: RunDir) -> float | None:
-    path = run.path / "metrics.json"
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("metrics", {}).get("test/accuracy")
+    return run.read_metrics().get("metrics", {}).get("test/accuracy")
 
 
 def _lowbit(cfg: CompressConfig) -> CompressResult:
@@ -329,7 +325,7 @@ def _lowbit(cfg: CompressConfig) -> CompressResult:
     levels = weight_levels(model)
     info = {
         "method": f"quantize {mode}",
-        "source": str(run.path),
+        "source": run.label,
         "layers": layers,
         "levels": {k: levels[k] for k in layers if k in levels},
         "packed_size": size,
@@ -370,8 +366,8 @@ def _distill(cfg: CompressConfig) -> CompressResult:
 
     result = train(tcfg, adapt=adapt)
     info = {
-        "method": f"distill from {teacher_run.path}",
-        "source": str(run.path),
+        "method": f"distill from {teacher_run.label}",
+        "source": run.label,
         "teacher": teacher_spec["model"],
         "teacher_accuracy": _source_accuracy(teacher_run),
         "student_alone_accuracy": _source_accuracy(run),
@@ -429,7 +425,7 @@ def _int8(cfg: CompressConfig) -> CompressResult:
     out.write_json(Path(INT8_FILE).with_suffix(".json").name, manifest)
     info: dict[str, Any] = {
         "method": "quantize int8 (ONNX Runtime static, QDQ, per-channel weights)",
-        "source": str(run.path),
+        "source": run.label,
         "calibration_images": len(calibration),
         "onnx_fp32_bytes": fp32.stat().st_size,
         "onnx_int8_bytes": int8.stat().st_size,

@@ -82,7 +82,7 @@ def evaluate_detection(
     run = RunDir.open(run_or_weights)
     model, spec = run.load_model()
     if spec.get("task") != "detection":
-        raise CnnzooError(f"{run.path} is not a detection run")
+        raise CnnzooError(f"{run.label} is not a detection run")
     trained_on = spec["data"]
     config = run.read_config()
     data = data or trained_on["name"]

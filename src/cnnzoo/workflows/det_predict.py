@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import RunDir, atomic_write_text
+from cnnzoo.files import atomic_write_text
+from cnnzoo.rundir import RunDir
 from cnnzoo.workflows.outputs import check_inputs, output_paths
 
 
@@ -74,7 +75,7 @@ def predict_detection(
     run = RunDir.open(run_or_weights)
     model, spec = run.load_model()
     if spec.get("task") != "detection":
-        raise CnnzooError(f"{run.path} is not a detection run")
+        raise CnnzooError(f"{run.label} is not a detection run")
     data = spec["data"]
     names = data["class_names"]
     size = spec.get("resize_to")

@@ -11,7 +11,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from cnnzoo.data.datamodule import ClassificationData, prepare_batch
+from cnnzoo.data.datamodule import ClassificationData
+from cnnzoo.data.transforms import prepare_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.classification import ClassificationTask

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import RunDir, atomic_write_text
-from cnnzoo.workflows.compress import INT8_FILE, input_shape
+from cnnzoo.files import atomic_write_text
+from cnnzoo.rundir import INT8_FILE, RunDir
+from cnnzoo.workflows.compress import input_shape
 
 FORMATS = ("onnx", "onnx-int8")
 ATOL, RTOL = 1e-4, 1e-3  # |onnx - torch| <= ATOL + RTOL * |torch|, on real test images
@@ -69,16 +70,16 @@ def export_run(
     run = RunDir.open(run_or_weights)
     model, spec = run.load_model()
     if spec.get("task", "classification") != "classification":
-        raise CnnzooError(f"{run.path} is a {spec['task']} run; export works on classifiers")
+        raise CnnzooError(f"{run.label} is a {spec['task']} run; export works on classifiers")
     out.parent.mkdir(parents=True, exist_ok=True)
     diff: float | None = None
     checked, inputs = 0, ""
     if fmt == "onnx-int8":
-        source = run.path / INT8_FILE
+        source = run.int8_file
         if not source.is_file():
             raise CnnzooError(
-                f"{run.path} has no {INT8_FILE}; make one with "
-                f"`cnnzoo compress {run.path} --quantize int8 --out RUN`"
+                f"{run.label} has no {INT8_FILE}; make one with "
+                f"`cnnzoo compress {run.label} --quantize int8 --out RUN`"
             )
         with tempfile.NamedTemporaryFile(dir=out.parent, suffix=".onnx", delete=False) as tmp:
             shutil.copyfile(source, tmp.name)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from cnnzoo.rundir import RunDir
+from cnnzoo.rundir import RunDir, WeightsRun
 from cnnzoo.workflows.train import TrainConfig, TrainResult, train
 
 
 def finetune_config(source: str | Path, cfg: TrainConfig) -> TrainConfig:
-    """Return ``cfg`` completed from a source run (or its ``model.safetensors``).
+    """Return ``cfg`` completed from a source run (its ``model.safetensors``, or a named
+    weight set such as ``resnet20.fmnist``).
 
     The architecture and its options come from the source's ``model.json``; the classes and
     channels come from the new data, so a different head is initialised afresh and a
@@ -26,7 +27,7 @@ def finetune_config(source: str | Path, cfg: TrainConfig) -> TrainConfig:
     return replace(
         cfg,
         model=spec["model"],
-        weights=str(run.weights),
+        weights=run.label if isinstance(run, WeightsRun) else str(run.weights),
         model_kwargs={**kwargs, **cfg.model_kwargs},
         strategy=cfg.strategy or "full",
     )

@@ -54,7 +54,7 @@ def evaluate_reconstruction(
         is_gan(model) and not hasattr(model, "sample")
     ):
         raise CnnzooError(
-            f"{run.path} holds a {spec['model']} ({spec.get('task')}): `cnnzoo eval` measures "
+            f"{run.label} holds a {spec['model']} ({spec.get('task')}): `cnnzoo eval` measures "
             "autoencoders, VAEs and DCGANs; translation runs are not evaluated yet (their "
             "translations are in plots/)"
         )
@@ -81,7 +81,7 @@ def evaluate_reconstruction(
     if is_gan(model):
         if not samples:
             why = note or "fid_samples=0"
-            raise CnnzooError(f"{run.path}: a GAN is evaluated by its FID only; {why}")
+            raise CnnzooError(f"{run.label}: a GAN is evaluated by its FID only; {why}")
         task: L.LightningModule = GANTask(model, fid_samples=samples)
     else:
         task = ReconstructionTask(model, noise=config.get("denoise"), fid_samples=samples)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from cnnzoo.data.datamodule import prepare_batch
+from cnnzoo.data.transforms import prepare_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
 
@@ -26,7 +26,8 @@ def predict(run_or_weights: str | Path, files: list[str | Path], topk: int = 3) 
     """Classify image files with a trained run.
 
     Images of any mode and size are converted to the model's channels and resized to the
-    size it was trained on, then normalised exactly as in training.
+    size it was trained on (or, where the model's data says so, as ImageNet's evaluation:
+    shorter side to ``resize``, centre crop), then normalised exactly as in training.
 
     Returns:
         One :class:`Prediction` per file, in order.
@@ -35,8 +36,6 @@ def predict(run_or_weights: str | Path, files: list[str | Path], topk: int = 3) 
         CnnzooError: for a path that is not a run, or a file that is missing, not an image
             or truncated (the message names it).
     """
-    from cnnzoo.data.folder import load_image
-
     run = RunDir.open(run_or_weights)
     model, spec = run.load_model()
     data = spec["data"]
@@ -47,7 +46,7 @@ def predict(run_or_weights: str | Path, files: list[str | Path], topk: int = 3) 
         path = Path(file)
         if not path.is_file():
             raise CnnzooError(f"image not found: {path}")
-        image = load_image(path, data["in_channels"], tuple(data["image_size"]))
+        image = load_for_model(path, data)
         x = prepare_batch(image[None], tuple(data["mean"]), tuple(data["std"]), spec["resize_to"])
         probs = torch.softmax(model(x).float(), dim=1)[0]
         top = probs.topk(k)
@@ -59,3 +58,29 @@ def predict(run_or_weights: str | Path, files: list[str | Path], topk: int = 3) 
             )
         )
     return out
+
+
+def load_for_model(path: Path, data: dict) -> torch.Tensor:
+    """Decode an image as the model's data spec says: its channels, then either resized to
+    ``image_size``, or (``resize`` and ``crop`` given, torchvision's ImageNet evaluation) the
+    shorter side resized to ``resize`` and the centre ``crop`` taken.
+
+    Returns:
+        uint8 tensor ``(C, H, W)``.
+
+    Raises:
+        CnnzooError: naming the file if it is not a readable image.
+    """
+    from cnnzoo.data.folder import load_image, resize_uint8
+
+    if data.get("resize") and data.get("crop"):
+        image = load_image(path, data["in_channels"])
+        h, w = image.shape[-2:]
+        short, crop = int(data["resize"]), int(data["crop"])
+        # torchvision's Resize(int): the shorter side becomes `short`, the other scales
+        # (truncated); then the centre crop (top-left rounded as torchvision does).
+        size = (short, int(short * w / h)) if h <= w else (int(short * h / w), short)
+        image = resize_uint8(image, size)
+        top, left = round((size[0] - crop) / 2), round((size[1] - crop) / 2)
+        return image[:, top : top + crop, left : left + crop]
+    return load_image(path, data["in_channels"], tuple(data["image_size"]))

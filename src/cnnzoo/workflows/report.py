@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.rundir import atomic_write_text
+from cnnzoo.files import atomic_write_text
 
 RUN_FILES = ("metrics.json", "model.json", "config.yaml", "metrics.csv")
 # metrics where a smaller value is better (matched against the last part of the name)

@@ -85,7 +85,7 @@ def evaluate_segmentation(
     run = RunDir.open(run_or_weights)
     model, spec = run.load_model()
     if spec.get("task") != "segmentation":
-        raise CnnzooError(f"{run.path} is not a segmentation run")
+        raise CnnzooError(f"{run.label} is not a segmentation run")
     trained_on = spec["data"]
     config = run.read_config()
     data = data or trained_on["name"]

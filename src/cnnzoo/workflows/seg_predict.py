@@ -57,7 +57,7 @@ def predict_segmentation(
     run = RunDir.open(run_or_weights)
     model, spec = run.load_model()
     if spec.get("task") != "segmentation":
-        raise CnnzooError(f"{run.path} is not a segmentation run")
+        raise CnnzooError(f"{run.label} is not a segmentation run")
     data = spec["data"]
     names = data["class_names"]
     size = spec.get("resize_to")

@@ -25,9 +25,10 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cnnzoo.data.datamodule import ClassificationData
 from cnnzoo.errors import CnnzooError
+from cnnzoo.files import atomic_write_text
 from cnnzoo.models.base import count_params
 from cnnzoo.registry import create_model, model_info
-from cnnzoo.rundir import RunDir, atomic_write_text
+from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.classification import ClassificationTask, NonFiniteLossError
 from cnnzoo.tasks.finetune import FineTunePlan, FineTuning, apply_plan
 from cnnzoo.workflows.assemble import fit_model_to_data, flush_denormals

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_convert
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.models.detection.ops import box_convert
 
 SSD_VARIANCES = (0.1, 0.2)
 

@@ -67,10 +67,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou, roi_align, roi_pool
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.base import init_weights_kaiming
+from cnnzoo.models.detection.ops import box_iou, roi_align, roi_pool
 from cnnzoo.models.detection.postprocess import clip_boxes, postprocess, valid_boxes
 from cnnzoo.models.detection.proposals import (
     PROPOSAL_SOURCES,

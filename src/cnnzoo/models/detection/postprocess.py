@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.models.detection.ops import batched_nms, clip_boxes_to_image
 
 
 def clip_boxes(boxes: Tensor, size: tuple[int, int]) -> Tensor:

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, box_iou, nms, remove_small_boxes
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.detection.coders import SSD_VARIANCES, ssd_decode, ssd_encode
+from cnnzoo.models.detection.ops import box_convert, box_iou, nms, remove_small_boxes
 from cnnzoo.models.detection.postprocess import clip_boxes, valid_boxes
 
 REN_2015 = (

@@ -61,10 +61,10 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.detection.coders import SSD_VARIANCES, ssd_decode
+from cnnzoo.models.detection.ops import box_convert
 from cnnzoo.models.detection.postprocess import score_candidates, valid_boxes
 from cnnzoo.models.detection.windows import (
     check_image_size,

@@ -37,12 +37,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, box_iou
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.detection.coders import SSD_VARIANCES, default_boxes, ssd_decode, ssd_encode
+from cnnzoo.models.detection.ops import box_convert, box_iou
 from cnnzoo.models.detection.postprocess import clip_boxes, postprocess
 from cnnzoo.models.features import build_backbone
 from cnnzoo.registry import register_model

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_convert, box_iou, roi_align
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.detection.coders import SSD_VARIANCES, ssd_encode
+from cnnzoo.models.detection.ops import box_convert, box_iou, roi_align
 
 
 def check_image_size(image_size: Sequence[int]) -> tuple[int, int]:

@@ -38,7 +38,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_iou
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
@@ -46,6 +45,7 @@ from cnnzoo.layers.conv import DarknetAct
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.detection.anchors import anchor_iou
 from cnnzoo.models.detection.coders import yolo_decode, yolo_encode
+from cnnzoo.models.detection.ops import box_iou
 from cnnzoo.models.detection.postprocess import score_candidates, valid_boxes
 from cnnzoo.models.features import build_backbone
 from cnnzoo.registry import register_model
