@@ -18,8 +18,8 @@ with ``cnnzoo eval``'s code path and records file, sha256, metrics and recipe in
 from __future__ import annotations
 
 import argparse
-import sys
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     "vae.fmnist": {**_GEN, "epochs": 16, "latent": 16, "beta": 1.0, "scheduler": "none"},
     "dcgan.fmnist": {**_GEN, "epochs": 20, "latent": 100,
                      "model_kwargs": {"ngf": 32, "ndf": 32}},
+    "resnet20.fmnist_int8": {"compress": "resnet20.fmnist", "quantize": "int8",
+                             "calibration": 512, "storage": "onnx"},
 }  # fmt: skip
-"""Per weight set (``MODEL.TAG``): the ``cnnzoo train`` options. ``backbone_weights`` names
+"""Per weight set (``MODEL.TAG``): the ``cnnzoo train`` options (``compress``: the
+``cnnzoo compress`` options applied to that shipped weight set instead). ``backbone_weights`` names
 another weight set of this table, trained first. ``storage`` (default fp16) and
 ``ship_kwargs`` (builder options of the shipped model, e.g. without GoogLeNet's auxiliary
 heads) say how it is packaged."""
@@ -72,6 +75,7 @@ def run_dir(name: str) -> Path:
 
 
 def train_one(name: str, accelerator: str, overwrite: bool) -> None:
+    from cnnzoo.weights import is_weight_name
     from cnnzoo.workflows.assemble import flush_denormals
     from cnnzoo.workflows.train import TrainConfig, train
 
@@ -80,8 +84,17 @@ def train_one(name: str, accelerator: str, overwrite: bool) -> None:
     if (out / "metrics.json").is_file() and not overwrite:
         print(f"{name}: {out} exists (pass --overwrite to train again)")
         return
+    if "compress" in recipe:
+        from cnnzoo.workflows.compress import CompressConfig, compress
+
+        cfg = CompressConfig(source=recipe.pop("compress"), out=str(out), seed=0,
+                             accelerator=accelerator, overwrite=overwrite, progress=False,
+                             **recipe)  # fmt: skip
+        result = compress(cfg)
+        print(f"{name}: {result.metrics}", flush=True)
+        return
     backbone = recipe.get("backbone_weights")
-    if backbone in RECIPES:
+    if backbone in RECIPES and not is_weight_name(backbone):  # not shipped yet: its run
         recipe["backbone_weights"] = str(run_dir(backbone))
     flush_denormals()
     cfg = TrainConfig(model=name.split(".")[0], out=str(out), seed=0, progress=False,
@@ -100,9 +113,6 @@ _TRAINED_ON = {
     "fmnist-edges": "Fashion-MNIST edges -> items (paired, 28x28)",
 }
 _LICENSE = "MIT (cnnzoo); trained on Fashion-MNIST (MIT, Zalando SE)"
-
-
-_FLAGS = {"model_kwargs": None, "val_fraction": "--val-fraction", "channels_last": "--channels-last"}
 
 
 def as_command(name: str) -> str:
@@ -153,12 +163,14 @@ def evaluate_named(name: str, task: str) -> dict[str, float]:
 def package_one(name: str, storage: str | None = None) -> None:
     """Store a trained run's weights in the recipe's storage, measure the stored file and
     record it in the shipped index."""
+    if "compress" in RECIPES[name]:
+        package_onnx(name)
+        return
     from safetensors.torch import save
 
     import cnnzoo
-    from cnnzoo.files import atomic_write_bytes, atomic_write_text, sha256_file
+    from cnnzoo.files import atomic_write_bytes, sha256_file
     from cnnzoo.rundir import RunDir
-    from cnnzoo.weights.catalog import SHIPPED_INDEX, _catalog
     from cnnzoo.weights.entry import WeightSet
     from cnnzoo.weights.storage import encode
 
@@ -188,21 +200,73 @@ def package_one(name: str, storage: str | None = None) -> None:
     notes = (f"{run_metrics.get('epochs')} epochs, {run_metrics.get('seconds', 0) / 60:.1f} "
              f"training minutes on {recipe_machine()}; fp32 run: "
              + ", ".join(f"{k} {v:.4f}" for k, v in fp32.items() if v is not None))  # fmt: skip
-    row = {
-        "name": name, "spec": spec, "file": file.name, "sha256": entry.sha256,
-        "size": entry.size, "storage": storage, "trained_on": entry.trained_on,
-        "dataset": data, "metrics": measured, "license": _LICENSE, "recipe": entry.recipe,
-        "config": config, "notes": notes,
-    }  # fmt: skip
+    _write_row(entry, measured, notes)
+    print(f"{name}: {storage}, {entry.size / 2**20:.2f} MB, stored {measured}; fp32 {fp32}")
+
+
+def package_onnx(name: str) -> None:
+    """Ship a compressed run's int8 ONNX model; its accuracy is measured in ONNX Runtime by
+    ``cnnzoo bench``'s code path on the stored file."""
+    import shutil
+
+    import cnnzoo.weights
+    from cnnzoo.files import sha256_file
+    from cnnzoo.rundir import INT8_FILE, RunDir
+    from cnnzoo.weights.entry import WeightSet
+    recipe = RECIPES[name]
+    run = RunDir.open(run_dir(name))
+    source = cnnzoo.weights.get(recipe["compress"])
+    spec = {**source.spec, "source": source.name}
+    file = SHIPPED / f"{name}.onnx"
+    shutil.copyfile(run.path / INT8_FILE, file)
+    compression = run.read_metrics().get("compression", {})
+    entry = WeightSet(
+        name=name, spec=spec, file=file.name, sha256=sha256_file(file),
+        size=file.stat().st_size, storage="onnx", trained_on=source.trained_on,
+        dataset=source.dataset, license=source.license, config=source.config,
+        recipe=f"cnnzoo compress {source.name} --quantize int8 --calibration "
+               f"{recipe['calibration']}   (scripts/make_weights.py train {name})",
+    )  # fmt: skip
+    cnnzoo.weights.register(entry, replace=True)
+    measured = measure_onnx(name)
+    notes = (
+        f"int8 ONNX Runtime model (QDQ, {compression.get('calibration', '?')} calibration "
+        f"images) of {source.name} (test accuracy {source.metrics['test/accuracy']:.4f})"
+    )
+    _write_row(entry, measured, notes)
+    print(f"{name}: onnx, {entry.size / 2**20:.2f} MB, stored {measured}")
+
+
+def measure_onnx(name: str) -> dict[str, float]:
+    """Test accuracy of an int8 ONNX weight set in ONNX Runtime (``cnnzoo bench``'s code).
+
+    Returns:
+        ``{"test/accuracy": ...}``.
+    """
+    from cnnzoo.workflows.bench import bench_run
+
+    rows = bench_run(name, threads=1, repeats=1, onnx=False)
+    return {"test/accuracy": round(rows[0].accuracy, 6)}
+
+
+def _write_row(entry: Any, measured: dict[str, float], notes: str) -> None:
+    """Record ``entry`` with its measured metrics in the shipped index (sorted by name)."""
+    from dataclasses import asdict
+
+    from cnnzoo.files import atomic_write_text
+    from cnnzoo.weights.catalog import SHIPPED_INDEX, _catalog
+
+    row = {k: v for k, v in asdict(entry).items() if k not in ("url", "num_params")}
+    row.update(metrics=measured, notes=notes)
     rows = json.loads(SHIPPED_INDEX.read_text()) if SHIPPED_INDEX.is_file() else []
-    rows = sorted([r for r in rows if r["name"] != name] + [row], key=lambda r: r["name"])
+    rows = sorted([r for r in rows if r["name"] != entry.name] + [row], key=lambda r: r["name"])
     atomic_write_text(SHIPPED_INDEX, json.dumps(rows, indent=1) + "\n")
     _catalog.cache_clear()
-    print(f"{name}: {storage}, {entry.size / 2**20:.2f} MB, stored {measured}; fp32 {fp32}")
 
 
 def recipe_machine() -> str:
     """The CPU (and GPU) this script runs on, in words."""
+    import os
     import platform
 
     import torch
@@ -216,7 +280,7 @@ def recipe_machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{torch.get_num_threads()}-thread {cpu}{gpu}"
+    return f"{os.cpu_count()}-core {cpu}{gpu}"
 
 
 def main() -> None:

@@ -1,0 +1,105 @@
+"""Every weight set that ships in the package: its file is the one the index names, it loads
+into its model by name, and its metric measured again on the real test data (the full
+Fashion-MNIST test split, the default scenes' test split) is the one the catalog lists."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import cnnzoo
+from cnnzoo.files import sha256_file
+from cnnzoo.rundir import RunDir
+from cnnzoo.weights.catalog import SHIPPED
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+SHIPPED_SETS = [ws for ws in cnnzoo.weights.list_weights() if ws.shipped]
+BUDGET_BYTES = 25 * 2**20
+"""The package's weights, all together, stay under 25 MB."""
+TOLERANCE = {"test/fid": 0.02, "test/fid_ab": 0.02, "test/fid_ba": 0.02}
+"""Relative tolerance of metrics that sample (FID); every other metric: 0.002 absolute."""
+
+
+def test_the_lecture_families_ship_weights():
+    tasks = {ws.task for ws in SHIPPED_SETS}
+    assert "classification" in tasks
+    assert {ws.name for ws in SHIPPED_SETS} >= {"convnet.fmnist"}
+
+
+def test_the_shipped_files_fit_the_budget_and_nothing_else_ships():
+    files = {p.name for p in SHIPPED.iterdir() if p.name != "index.json"}
+    assert files == {ws.file for ws in SHIPPED_SETS}
+    assert sum((SHIPPED / f).stat().st_size for f in files) <= BUDGET_BYTES
+
+
+@pytest.mark.parametrize("ws", SHIPPED_SETS, ids=lambda ws: ws.name)
+def test_shipped_file_is_the_indexed_one(ws):
+    path = SHIPPED / ws.file
+    assert path.stat().st_size == ws.size
+    assert sha256_file(path) == ws.sha256 and len(ws.sha256) == 64
+    assert ws.url is None and ws.license and ws.recipe and ws.metrics and ws.trained_on
+
+
+@pytest.mark.parametrize("ws", SHIPPED_SETS, ids=lambda ws: ws.name)
+def test_shipped_metric_is_reproduced_on_the_real_test_data(ws):
+    import make_weights  # scripts/: the same measurement that recorded the metric
+
+    measured = make_weights.evaluate_named(ws.name, ws.task) if ws.storage != "onnx" else (
+        make_weights.measure_onnx(ws.name)
+    )  # fmt: skip
+    for key, expected in ws.metrics.items():
+        rel = TOLERANCE.get(key)
+        assert math.isclose(measured[key], expected, rel_tol=rel or 0, abs_tol=0 if rel else 2e-3)
+
+
+@pytest.mark.parametrize(
+    "ws", [w for w in SHIPPED_SETS if w.storage != "onnx"], ids=lambda ws: ws.name
+)
+def test_create_model_by_tag_equals_the_run_view(ws):
+    by_tag = cnnzoo.create_model(ws.model, weights=ws.tag).eval()
+    run_model, spec = RunDir.open(ws.name).load_model()
+    assert spec == ws.spec
+    torch.manual_seed(0)
+    c, (h, w) = ws.preprocessing.in_channels, ws.preprocessing.size
+    x = torch.randn(2, c, h, w)
+    with torch.no_grad():
+        a, b = by_tag(x), run_model(x)
+    a, b = (a[0], b[0]) if isinstance(a, (tuple, list)) else (a, b)
+    assert torch.equal(a, b)
+
+
+def test_a_new_head_keeps_the_shipped_body():
+    ws = cnnzoo.weights.get("convnet.fmnist")
+    full = cnnzoo.create_model("convnet", weights=ws.name).eval()
+    five = cnnzoo.create_model("convnet", num_classes=5, weights="fmnist").eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(full.forward_features(x), five.forward_features(x))
+    assert five(x).shape == (3, 5)
+
+
+def test_predict_a_test_image_by_name_from_the_command_line(tmp_path: Path):
+    from cnnzoo.data.fashion_mnist import load_fashion_mnist
+
+    images, labels = load_fashion_mnist("test")[:2]
+    names = cnnzoo.weights.get("convnet.fmnist").classes
+    files = []
+    for i in range(8):
+        path = tmp_path / f"item{i}.png"
+        Image.fromarray(np.asarray(images[i][0])).resize((84, 84)).save(path)
+        files.append(str(path))
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnzoo.cli", "predict", "convnet.fmnist", *files],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    top = [line.split("\t")[1].rsplit(" ", 1)[0] for line in done.stdout.splitlines()]
+    truth = [names[int(labels[i])] for i in range(8)]
+    assert sum(t == p for t, p in zip(truth, top, strict=True)) >= 7
