@@ -13,6 +13,10 @@ from typing import Any
 from classification import machine
 from pretrain import pretrained_backbone
 
+SHIPPED_BACKBONE = "convnet.fmnist"
+"""The VGG-style convnet (widths 32-64-128, strides 2-4-8) trained on Fashion-MNIST that
+ships with cnnzoo (see docs/weights.md): the backbone the recipes start from."""
+
 
 def resolve_recipe(
     name: str, recipes: dict[str, dict[str, Any]], args: argparse.Namespace, runs: Path
@@ -20,7 +24,9 @@ def resolve_recipe(
     """Return ``(model, epochs, lr, other train options, pretrain seconds)`` of a recipe.
 
     ``--epochs`` and ``--lr`` override the recipe's; ``pretrained`` becomes
-    ``backbone_weights`` pointing at the Fashion-MNIST classifier of :mod:`pretrain`.
+    ``backbone_weights``: the shipped weight set :data:`SHIPPED_BACKBONE` (no training time),
+    or with ``--pretrain`` / ``--pretrained-run`` the Fashion-MNIST classifier of
+    :mod:`pretrain` (its training seconds returned).
     """
     recipe = dict(recipes.get(name, {"epochs": 10}))
     epochs = args.epochs or recipe.pop("epochs")
@@ -30,10 +36,17 @@ def resolve_recipe(
     model = recipe.pop("model", name)
     pretrain_s = 0.0
     if recipe.pop("pretrained", False):
-        backbone, pretrain_s, accuracy = pretrained_backbone(
-            runs, args.data_dir, args.pretrained_run
-        )
-        recipe["backbone_weights"] = str(backbone)
+        if getattr(args, "pretrain", False) or args.pretrained_run:
+            run, pretrain_s, accuracy = pretrained_backbone(
+                runs, args.data_dir, args.pretrained_run
+            )
+            backbone = str(run)
+        else:
+            from cnnzoo.weights import get
+
+            backbone = SHIPPED_BACKBONE
+            accuracy = get(backbone).metrics["test/accuracy"]
+        recipe["backbone_weights"] = backbone
         print(f"backbone: {backbone} (Fashion-MNIST test accuracy {accuracy:.4f})")
     return model, epochs, lr, recipe, pretrain_s
 
@@ -41,7 +54,10 @@ def resolve_recipe(
 def shown_options(recipe: dict[str, Any], pretrain_s: float) -> dict[str, Any]:
     """The recipe's options as the table shows them (the weights path named by what it is)."""
     shown = {k: v for k, v in recipe.items() if k != "backbone_weights"}
-    return shown | ({"backbone": "pretrained convnet"} if pretrain_s else {})
+    weights = recipe.get("backbone_weights")
+    if weights is None:
+        return shown
+    return shown | {"backbone": "pretrained convnet" if pretrain_s else f"shipped {weights}"}
 
 
 def write_results(runs: Path, header: str, columns: list[str], rows: list[dict[str, Any]]) -> None:

@@ -39,7 +39,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:  # quiet
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_GET(self) -> None:
         s = self.served
         s.requests.append({"path": self.path, "range": self.headers.get("Range", "")})
         body = s.files.get(self.path.lstrip("/"))
@@ -184,9 +184,7 @@ def test_a_pickle_that_runs_code_is_refused_in_one_line(server, home, tmp_path):
     assert _cache_files(home) == []
 
 
-def test_offline_gives_one_line_naming_the_file_and_where_to_put_it(
-    registered, home, monkeypatch
-):
+def test_offline_gives_one_line_naming_the_file_and_where_to_put_it(registered, home, monkeypatch):
     ws, served, _ = registered
     monkeypatch.setenv("CNNZOO_OFFLINE", "1")
     with pytest.raises(CnnzooError) as err:

@@ -32,12 +32,17 @@ def eval_(
     voc07: Annotated[bool, typer.Option(help="detection: VOC2007 11-point AP@0.5")] = False,
     images: Annotated[str | None, typer.Option(help="detection, coco: images folder")] = None,
     fid_samples: Annotated[
-        int, typer.Option(help="VAE/DCGAN: test images (and samples) for the FID")
+        int,
+        typer.Option(
+            help="VAE/DCGAN: test images (and samples) for the FID; unpaired translation: "
+            "images per domain"
+        ),
     ] = 2000,
 ) -> None:
     """Classification: accuracy, per-class table, confusion matrix. Segmentation: mIoU,
     pixel accuracy, per-class IoU table, overlays. Detection: COCO mAP, mAP@0.5, per-class
-    AP table, drawn detections. Autoencoders/VAE: MSE, PSNR, SSIM (VAE: ELBO); VAE/DCGAN: FID."""
+    AP table, drawn detections. Autoencoders/VAE: MSE, PSNR, SSIM (VAE: ELBO); VAE/DCGAN: FID.
+    Paired translation: L1, PSNR, SSIM against the true B; unpaired: FID A->B and B->A."""
     task = run_task(run)
     if task == "segmentation":
         _eval_segmentation(run, data, data_dir, split, batch_size or 16)
@@ -47,13 +52,12 @@ def eval_(
         return
     if task in ("reconstruction", "generation", "translation"):
         from cnnzoo.tasks.fid import FID_NAME
-        from cnnzoo.workflows.gen_evaluate import evaluate_reconstruction
+        from cnnzoo.workflows.gen_evaluate import evaluate_reconstruction, evaluate_translation
 
-        values = evaluate_reconstruction(
-            run, data, data_dir, split, batch_size, fid_samples=fid_samples
-        )
+        measure = evaluate_translation if task == "translation" else evaluate_reconstruction
+        values = measure(run, data, data_dir, split, batch_size, fid_samples=fid_samples)
         extra = {}
-        if "fid" in values:
+        if "fid" in values or "fid_ab" in values:
             extra["fid"] = f"{FID_NAME}, {int(values.pop('fid_samples', 0))} images each"
         print_metrics(f"{run} ({split})", values, extra)
         return

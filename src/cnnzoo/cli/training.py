@@ -103,7 +103,11 @@ def train(
         float, typer.Option(help="GANs: fraction of epochs before the lr decays linearly to 0")
     ] = 1.0,
     fid_samples: Annotated[
-        int, typer.Option(help="VAE/DCGAN: test images (and samples) for the FID; 0: none")
+        int,
+        typer.Option(
+            help="VAE/DCGAN: test images (and samples) for the FID; unpaired translation: "
+            "images per domain; 0: none"
+        ),
     ] = 2000,
     resume: bool = False,
     overwrite: bool = False,
@@ -122,7 +126,7 @@ def train(
     )
     result = run_train(cfg)
     extra = {"run": result.run_dir, "epochs": result.epochs, "seconds": f"{result.seconds:.1f}"}
-    if "test/fid" in result.metrics:
+    if "test/fid" in result.metrics or "test/fid_ab" in result.metrics:
         from cnnzoo.tasks.fid import FID_NAME
 
         extra["test/fid is"] = f"{FID_NAME}, {int(result.metrics['test/fid_samples'])} images each"

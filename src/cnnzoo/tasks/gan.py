@@ -18,7 +18,11 @@ Images arrive as uint8 and are scaled to [-1, 1] (the generators' tanh range) by
 ``train/d_*``. The test loop of a sampling GAN (DCGAN, ``sample(n, labels, generator)``)
 with ``fid_samples > 0`` measures ``test/fid`` (:data:`cnnzoo.tasks.fid.FID_NAME`) between
 that many test images and as many samples (a conditional GAN draws the test images'
-classes), and logs the count as ``test/fid_samples``.
+classes), and logs the count as ``test/fid_samples``. The test loop of a translation model
+(``translation="paired"`` or ``"unpaired"``) logs the scores of
+:mod:`cnnzoo.tasks.translation_metrics` as ``test/...``: ``l1``, ``psnr``, ``ssim`` against the
+true targets, or ``fid_ab``, ``fid_ba`` (and ``target_class_ab``, ``target_class_ba`` given the
+domains' classes) on ``fid_samples`` images per domain.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from torch import Tensor, nn
 from cnnzoo.errors import CnnzooError
 from cnnzoo.tasks.classification import NonFiniteLossError
 from cnnzoo.tasks.fid import TestFID, log_test_fid
+from cnnzoo.tasks.translation_metrics import PairedTranslationScores, UnpairedTranslationScores
 
 REQUIRED = ("generator_parameters", "discriminator_parameters", "generator_step",
             "discriminator_step")  # fmt: skip
+TRANSLATION_SCORES = ("paired", "unpaired")
 
 
 def to_signed(x: Tensor) -> Tensor:
@@ -65,10 +71,16 @@ class GANTask(L.LightningModule):
         betas: Adam's betas.
         decay_start: fraction of the epochs after which the rates decay linearly to 0.
         fid_samples: test images (and samples) of the test FID; 0: none (the test loop then
-            measures nothing).
+            measures nothing); with ``translation="unpaired"``: the images per domain of
+            ``fid_ab`` and ``fid_ba`` (at least 2).
+        translation: the test scores of a translation model: ``"paired"`` (against the true
+            B) or ``"unpaired"`` (FID against the target domain); None: none.
+        domain_classes: with ``"unpaired"``: the Fashion-MNIST classes of the A and the B
+            domain, to score the share of translations classified as the target's.
 
     Raises:
-        CnnzooError: if the model lacks a method of the contract.
+        CnnzooError: if the model lacks a method of the contract, or for an unknown
+            ``translation``, or one the model cannot do (no ``translate``).
     """
 
     def __init__(
@@ -79,6 +91,8 @@ class GANTask(L.LightningModule):
         betas: tuple[float, float] = (0.5, 0.999),
         decay_start: float = 1.0,
         fid_samples: int = 0,
+        translation: str | None = None,
+        domain_classes: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
         missing = [m for m in REQUIRED if not hasattr(model, m)]
@@ -89,10 +103,17 @@ class GANTask(L.LightningModule):
             )
         if not 0.0 <= decay_start <= 1.0:
             raise CnnzooError(f"decay_start must be in [0, 1], got {decay_start}")
+        if translation is not None and translation not in TRANSLATION_SCORES:
+            raise CnnzooError(
+                f"translation scores are {' or '.join(TRANSLATION_SCORES)}, not {translation!r}"
+            )
+        if translation is not None and not hasattr(model, "translate"):
+            raise CnnzooError(f"{type(model).__name__} does not translate: it has no translate()")
         self.save_hyperparameters(ignore=["model"])
         self.model = model
         self.automatic_optimization = False
         self._fid: TestFID | None = None
+        self._scores: PairedTranslationScores | UnpairedTranslationScores | None = None
 
     def forward(self, batch: Any) -> Any:
         """Return the generator step's fakes for ``batch`` (no update)."""
@@ -133,10 +154,30 @@ class GANTask(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         samples = self.hparams.get("fid_samples", 0)
         self._fid = None
-        if samples > 0 and hasattr(self.model, "sample"):
+        self._scores = None
+        translation = self.hparams.get("translation")
+        if translation == "paired":
+            self._scores = PairedTranslationScores(self.device)
+        elif translation == "unpaired":
+            directions = tuple(getattr(self.model, "directions", ("AB", "BA")))
+            classes = self.hparams.get("domain_classes")
+            self._scores = UnpairedTranslationScores(
+                samples, self.device, self.trainer.world_size, directions,
+                tuple(classes) if classes is not None else None,
+            )  # fmt: skip
+        elif samples > 0 and hasattr(self.model, "sample"):
             self._fid = TestFID(samples, self.device, self.trainer.world_size, self.global_rank)
 
+    def translate_unit(self, source: Tensor, direction: str) -> Tensor:
+        """Return the model's translation of a loaded batch (uint8 images or label maps) in
+        ``direction``, as images in [0, 1]."""
+        return ((self.model.translate(to_signed(source), direction).float() + 1) / 2).clamp(0, 1)
+
     def test_step(self, batch: Any, batch_idx: int) -> None:
+        if self._scores is not None:
+            if not isinstance(batch, dict):
+                raise CnnzooError("translation scores need {'A', 'B'} test batches")
+            self._scores.add(batch, self.translate_unit)
         if self._fid is not None:
             if not isinstance(batch, (tuple, list)):
                 raise CnnzooError("the FID of a GAN needs (images, labels) test batches")
@@ -144,6 +185,13 @@ class GANTask(L.LightningModule):
             self._fid.add_real(batch[0], labels)
 
     def on_test_epoch_end(self) -> None:
+        if self._scores is not None:
+            scores, self._scores = self._scores, None
+            for name, value in scores.compute().items():
+                count = name == "fid_samples"  # each rank's count: their sum is the total
+                self.log(
+                    f"test/{name}", value, sync_dist=True, reduce_fx="sum" if count else "mean"
+                )
         if self._fid is None:
             return
         fid, self._fid = self._fid, None

@@ -1,7 +1,10 @@
 """``cnnzoo eval`` of an autoencoder, VAE or DCGAN run: PSNR, SSIM, MSE (and the VAE's ELBO,
 its reconstruction and KL terms) on a split, with the run's input noise when it was
 denoising; for a VAE or DCGAN on 1-channel data, the FID with cnnzoo's Fashion-MNIST features
-(:data:`cnnzoo.tasks.fid.FID_NAME`) between the split's images and as many samples."""
+(:data:`cnnzoo.tasks.fid.FID_NAME`) between the split's images and as many samples. Of a
+translation run (:func:`evaluate_translation`): L1, PSNR, SSIM against the true targets
+(paired data) or the FIDs of the translations against the target domain (unpaired data), see
+:mod:`cnnzoo.tasks.translation_metrics`."""
 
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ def evaluate_reconstruction(
         (a DCGAN has only those two).
 
     Raises:
-        CnnzooError: for a translation run (not evaluated here), a GAN on data without FID
+        CnnzooError: for a translation run (:func:`evaluate_translation`), a GAN on data without FID
             (not 1-channel, or ``fid_samples=0``), a dataset of another number of channels,
             or a missing split.
     """
@@ -54,9 +57,9 @@ def evaluate_reconstruction(
         is_gan(model) and not hasattr(model, "sample")
     ):
         raise CnnzooError(
-            f"{run.label} holds a {spec['model']} ({spec.get('task')}): `cnnzoo eval` measures "
-            "autoencoders, VAEs and DCGANs; translation runs are not evaluated yet (their "
-            "translations are in plots/)"
+            f"{run.label} holds a {spec['model']} ({spec.get('task')}): evaluate_reconstruction "
+            "measures autoencoders, VAEs and DCGANs; use evaluate_translation for translation "
+            "models"
         )
     config = run.read_config()
     trained_on = spec["data"]
@@ -85,5 +88,72 @@ def evaluate_reconstruction(
         task: L.LightningModule = GANTask(model, fid_samples=samples)
     else:
         task = ReconstructionTask(model, noise=config.get("denoise"), fid_samples=samples)
+    metrics = run_test(task, dm, accelerator)
+    return {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("test/")}
+
+
+def evaluate_translation(
+    run_or_weights: str | Path,
+    data: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    batch_size: int | None = None,
+    accelerator: str = "auto",
+    fid_samples: int = DEFAULT_FID_SAMPLES,
+) -> dict[str, float]:
+    """Evaluate a translation run (pix2pix, pix2pixHD, CycleGAN, UNIT) on a split of its data
+    (or ``data``), as its training's test loop did (:mod:`cnnzoo.tasks.translation_metrics`).
+
+    Paired data are scored on the whole split; unpaired data on the first
+    ``min(fid_samples, A images, B images)`` items of the split, so the default reproduces the
+    run's test FIDs.
+
+    Returns:
+        Paired data: ``{"l1", "psnr", "ssim"}``; unpaired data: ``{"fid_ab", "fid_ba",
+        "fid_samples"}`` (a one-way model has no ``"fid_ba"``), plus ``"target_class_ab"``,
+        ``"target_class_ba"`` on ``fmnist-shoes``.
+
+    Raises:
+        CnnzooError: for a run that is not a translation model, data with other channel
+            counts than the model's, a missing split, or unpaired data with nothing to measure
+            (``fid_samples=0``, fewer than 2 images in a domain).
+    """
+    from cnnzoo.data.translation import TranslationData
+    from cnnzoo.workflows.generative import translation_scores_for
+
+    flush_denormals()
+    run = RunDir.open(run_or_weights)
+    model, spec = run.load_model()
+    if spec.get("task") != "translation":
+        raise CnnzooError(
+            f"{run.label} holds a {spec['model']} ({spec.get('task')}), not a translation "
+            "model: use evaluate_reconstruction"
+        )
+    config = run.read_config()
+    kwargs = spec.get("kwargs", {})
+    data = data or spec["data"]["name"]
+    dm = TranslationData(
+        data, data_dir=data_dir if data_dir is not None else config.get("data_dir"),
+        batch_size=batch_size or int(config.get("batch_size") or 16),
+        input_size=config.get("input_size"), channels=3,
+        label_nc=int(kwargs.get("label_nc", 0)), seed=config.get("seed", 0),
+        subset=1,  # the training split is only opened for its channels: one item will do
+    )  # fmt: skip
+    if not dm.has_split(split):
+        raise CnnzooError(f"dataset {data!r} has no {split!r} split")
+    dm.eval_split = split
+    wanted = (int(kwargs.get("in_channels", dm.channels_a)),
+              int(kwargs.get("out_channels", dm.channels_b)))  # fmt: skip
+    if (dm.channels_a, dm.channels_b) != wanted:
+        raise CnnzooError(
+            f"{data!r} has {dm.channels_a} -> {dm.channels_b} channels; the model translates "
+            f"{wanted[0]} -> {wanted[1]}"
+        )
+    scores, samples, note = translation_scores_for(dm, split, fid_samples)
+    if scores is None:
+        raise CnnzooError(f"{run.label}: unpaired translation is scored by FID only; "
+                          f"{note or 'fid_samples=0'}")  # fmt: skip
+    task = GANTask(model, fid_samples=samples, translation=scores,
+                   domain_classes=dm.domain_classes)  # fmt: skip
     metrics = run_test(task, dm, accelerator)
     return {k.split("/", 1)[1]: float(v) for k, v in metrics.items() if k.startswith("test/")}

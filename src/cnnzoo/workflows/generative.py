@@ -1,7 +1,7 @@
 """Autoencoder, VAE, GAN and image-translation runs: the :class:`~cnnzoo.workflows.train.Job`
 of ``cnnzoo train`` for the tasks ``reconstruction``, ``generation`` and ``translation``,
 the run's pictures (reconstructions, samples, translations per epoch), and which runs get a
-test FID (:func:`fid_samples_for`)."""
+test FID (:func:`fid_samples_for`) or translation scores (:func:`translation_scores_for`)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,33 @@ def fid_samples_for(
     return 0, note
 
 
+def translation_scores_for(
+    data: TranslationData, split: str, samples: int
+) -> tuple[str | None, int, str | None]:
+    """Return ``(scores, images per FID, note)`` for testing a translation run on ``split``
+    of ``data`` (see :mod:`cnnzoo.tasks.translation_metrics`).
+
+    Paired data get ``"paired"`` (L1, PSNR, SSIM on the whole split); unpaired data
+    ``"unpaired"`` with ``min(samples, A images, B images)`` images per FID. Nothing can be
+    measured without such a split (paired data: no note), with ``samples <= 0`` (no note: the
+    user asked for it) or with fewer than 2 images in a domain: then ``(None, 0, note)``, the
+    note also logged as a warning.
+    """
+    if data.paired:
+        return ("paired", 0, None) if data.has_split(split) else (None, 0, None)
+    if samples <= 0:
+        return None, 0, None
+    if not data.has_split(split):
+        note = f"{FID_NAME} skipped: the data have no {split} split"
+    elif min(data.splits[split].domain_sizes) < 2:  # type: ignore[attr-defined]
+        note = f"{FID_NAME} skipped: the {split} split has fewer than 2 images in a domain"
+    else:
+        sizes = data.splits[split].domain_sizes  # type: ignore[attr-defined]
+        return "unpaired", min(samples, *sizes), None
+    logger.warning(note)
+    return None, 0, note
+
+
 def _model_args(cfg: TrainConfig, spec: Any, data: Any) -> dict[str, Any]:
     args: dict[str, Any] = {}
     task = model_info(cfg.model).task
@@ -117,14 +144,18 @@ def generative_job(cfg: TrainConfig) -> Job:
     spec = data.spec
     model_args = _model_args(cfg, spec, data)
     model = create_model(cfg.model, **model_args)
-    fid_samples, fid_note = fid_samples_for(
-        model, info.task, spec.in_channels, data.has_split("test"),
-        cfg.fid_samples,
-    )  # fmt: skip
+    scores = None
+    if info.task == "translation":
+        scores, fid_samples, fid_note = translation_scores_for(data, "test", cfg.fid_samples)
+    else:
+        fid_samples, fid_note = fid_samples_for(
+            model, info.task, spec.in_channels, data.has_split("test"), cfg.fid_samples
+        )
     if is_gan(model):
         module: L.LightningModule = GANTask(
-            model, lr=cfg.lr or 2e-4, decay_start=cfg.decay_start, fid_samples=fid_samples
-        )
+            model, lr=cfg.lr or 2e-4, decay_start=cfg.decay_start, fid_samples=fid_samples,
+            translation=scores, domain_classes=data.domain_classes if scores else None,
+        )  # fmt: skip
         monitor, columns, train_columns = None, ("g_loss", "d_loss"), ("g_loss", "d_loss")
     else:
         module = ReconstructionTask(
@@ -143,14 +174,17 @@ def generative_job(cfg: TrainConfig) -> Job:
         folder = RunDir(cfg.out).plots / "samples"
         callbacks.append(GenerativeSnapshots(folder, cfg.snapshots, cfg.model))
     notes: dict[str, Any] = {"denoise": cfg.denoise} if cfg.denoise else {}
-    if fid_samples:
+    if scores == "unpaired":
+        notes["fid"] = (f"{FID_NAME} of {fid_samples} A->B (B->A) translations against as "
+                        "many test B (A) images; RGB as ITU-R BT.601 luma")  # fmt: skip
+    elif fid_samples:
         notes["fid"] = f"{FID_NAME} on up to {fid_samples} test images and as many samples"
     elif fid_note:
         notes["fid"] = fid_note
     return Job(
         info.task, data, model, module, spec, model_args, None, monitor=monitor or "",
         columns=columns, callbacks=callbacks, notes=notes, train_columns=train_columns,
-        test=not is_gan(model) or fid_samples > 0,
+        test=not is_gan(model) or fid_samples > 0 or scores is not None,
     )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ from cnnzoo.files import atomic_write_text
 
 RUN_FILES = ("metrics.json", "model.json", "config.yaml", "metrics.csv")
 # metrics where a smaller value is better (matched against the last part of the name)
-LOWER_IS_BETTER = ("loss", "mse", "mae", "fid", "error", "bpd", "nll", "kl", "seconds")
+LOWER_IS_BETTER = ("loss", "mse", "mae", "l1", "fid", "error", "bpd", "nll", "kl", "seconds")
 CONFIG_IGNORED = ("out",)  # always differs, and the run's name already says it
 CSV_NOT_CURVES = ("epoch", "step", "seconds")
 MAX_PLOTS_PER_RUN = 40
