@@ -264,3 +264,17 @@ def test_cli_download_and_verify(registered, home):
     cached.write_bytes(data[:-10] + b"0123456789")  # damaged after download
     bad = runner.invoke(app, ["weights", "verify", NAME])
     assert bad.exit_code == 1 and "FAILED" in bad.output and "sha256" in bad.output
+
+
+def test_backbone_weights_by_name_download_into_a_segmentation_encoder(
+    registered, torchvision_file
+):
+    """`cnnzoo train fcn8s --backbone squeezenet1_1 --backbone-weights NAME`: the encoder is
+    fetched by name and holds torchvision's ImageNet features."""
+    from cnnzoo.workflows.backbones import load_backbone_weights
+
+    seg = cnnzoo.create_model("fcn8s", num_classes=5, backbone="squeezenet1_1")
+    summary = load_backbone_weights(seg, NAME)
+    assert summary["loaded"] > 0 and summary["path"] == NAME
+    tv = torchvision_file[1]["model"]
+    assert torch.equal(seg.backbone.model.stem.conv.weight, tv.features[0].weight)
