@@ -184,3 +184,13 @@ def test_torchvision_catalog_is_what_the_script_writes():
     names = [r["name"] for r in rows]
     assert len(names) == len(set(names)) == len(TORCHVISION_NAMES := set(names))
     assert {"resnet50.tv_in1k", "resnet50.tv2_in1k", "mobilenet_v2.tv2_in1k"} <= TORCHVISION_NAMES
+
+
+def test_register_refuses_a_hash_that_is_not_hex():
+    from dataclasses import replace
+
+    ws = cnnzoo.weights.get("resnet18.tv_in1k")
+    with pytest.raises(CnnzooError, match="sha256 must be 8 to 64 hex digits"):
+        cnnzoo.weights.register(replace(ws, name="resnet18.mine", sha256="not-a-hash"))
+    with pytest.raises(CnnzooError, match="sha256 must be 8 to 64 hex digits"):
+        cnnzoo.weights.register(replace(ws, name="resnet18.mine", sha256="abc"))

@@ -278,3 +278,11 @@ def test_backbone_weights_by_name_download_into_a_segmentation_encoder(
     assert summary["loaded"] > 0 and summary["path"] == NAME
     tv = torchvision_file[1]["model"]
     assert torch.equal(seg.backbone.model.stem.conv.weight, tv.features[0].weight)
+
+
+def test_only_http_urls_are_fetched(torchvision_file, home):
+    data, _ = torchvision_file
+    ws = replace(_entry("http://x", data), url="file:///etc/passwd")
+    with pytest.raises(CnnzooError, match="is not an http\\(s\\) URL"):
+        cnnzoo.weights.fetch(ws, progress=False)
+    assert _cache_files(home) == []

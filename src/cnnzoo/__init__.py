@@ -1,5 +1,6 @@
 """cnnzoo: every architecture of the lecture "CNN Architectures", by name."""
 
+from cnnzoo import weights
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.torchvision_compat import load_torchvision_weights
 from cnnzoo.models.weights import LoadReport, load_weights
@@ -15,5 +16,6 @@ __all__ = [
     "load_weights",
     "model_info",
     "register_model",
+    "weights",
 ]
 __version__ = "0.1.0"

@@ -16,10 +16,22 @@ weights_app = typer.Typer(
 app.add_typer(weights_app, name="weights")
 
 
+_SHORT = {
+    "test/accuracy": "acc",
+    "imagenet_val/acc1": "top1",
+    "test/miou": "mIoU",
+    "test/map_50": "mAP50",
+    "test/psnr": "PSNR",
+    "test/fid": "FID",
+    "test/l1": "L1",
+}
+"""How ``weights list`` names each main metric (``weights info`` gives the full keys)."""
+
+
 def _size(n: int | None) -> str:
     if n is None:
         return "?"
-    return f"{n / 2**20:.1f} MB" if n >= 2**20 else f"{n / 2**10:.0f} KB"
+    return f"{n / 2**20:.1f}M" if n >= 2**20 else f"{n / 2**10:.0f}K"
 
 
 @weights_app.command("list")
@@ -38,15 +50,34 @@ def list_(
         raise CnnzooError(
             f"no weight sets for model {model!r}" if model else f"no weight sets for task {task!r}"
         )
-    table = Table(title="cnnzoo weights", title_justify="left")
-    for col in ("name", "data", "metric", "size", "where"):
-        table.add_column(col, no_wrap=col in ("name", "size", "where"))
+    from rich import box
+
+    # The model is the name's first part: its own column only where the terminal is wide.
+    columns = ["name", "model", "data", "metric", "size", "where"]
+    if console.width < 100:
+        columns.remove("model")
+    table = Table(
+        title="cnnzoo weights",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    for col in columns:
+        table.add_column(col, no_wrap=True, justify="right" if col == "size" else "left")
     for ws in found:
         metric = ws.main_metric()
-        shown = f"{metric[0].split('/')[-1]} {metric[1]:.4g}" if metric else "-"
+        shown = f"{_SHORT.get(metric[0], metric[0])} {metric[1]:.4f}" if metric else "-"
         where = "shipped" if ws.shipped else "cached" if file_path(ws).is_file() else "download"
-        data = ws.trained_on.split(" (")[0]
-        table.add_row(ws.name, data, shown, _size(ws.size), where)
+        data = ws.dataset or ws.spec.get("data", {}).get("name", "")
+        values = dict(
+            zip(
+                ["name", "model", "data", "metric", "size", "where"],
+                [ws.name, ws.model, data, shown, _size(ws.size), where],
+                strict=True,
+            )
+        )
+        table.add_row(*(values[c] for c in columns))
     console.print(table)
     console.print(f"cache: {cache_dir()}", highlight=False)
 

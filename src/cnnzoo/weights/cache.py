@@ -134,6 +134,8 @@ def fetch(weight_set: WeightSet, progress: bool = True) -> Path:
         return local_file(ws)
     dest = file_path(ws)
     url = source_url(ws)
+    if not url.startswith(("https://", "http://")):
+        raise CnnzooError(f"cannot download {ws.name}: {url} is not an http(s) URL")
     if offline():
         raise CnnzooError(
             f"{ws.name} is not in the cache and CNNZOO_OFFLINE is set: download {url} on a "

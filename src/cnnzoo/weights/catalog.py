@@ -96,12 +96,19 @@ def register(weight_set: WeightSet, replace: bool = False) -> None:
     """Add a weight set to the catalog (e.g. your own, on your own server), for this process.
 
     Raises:
-        CnnzooError: if the name is taken and ``replace`` is False, or is not ``MODEL.TAG``.
+        CnnzooError: if the name is taken and ``replace`` is False, is not ``MODEL.TAG``, or
+            the hash is not 8-64 hex digits.
     """
     if "." not in weight_set.name or weight_set.name.split(".")[0] != weight_set.model:
         raise CnnzooError(
             f"weight set name {weight_set.name!r} must be MODEL.TAG with MODEL = "
             f"{weight_set.model!r}"
+        )
+    digest = weight_set.sha256.lower()
+    if len(digest) < 8 or len(digest) > 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise CnnzooError(
+            f"weight set {weight_set.name!r}: sha256 must be 8 to 64 hex digits, got "
+            f"{weight_set.sha256!r}"
         )
     if weight_set.name in _all() and not replace:
         raise CnnzooError(f"weight set {weight_set.name!r} already exists")
