@@ -46,15 +46,17 @@ RECIPES: dict[str, dict[str, Any]] = {
     "resnet20.fmnist": {**_CLS, "epochs": 20},
     "mobilenet_v2.fmnist": {**_CLS, "epochs": 15, "model_kwargs": {"width": 0.5}},
     "shufflenet_v2_x1_0.fmnist": {**_CLS, "epochs": 15},
-    "googlenet.fmnist": {**_CLS, "epochs": 6},
+    "googlenet.fmnist": {**_CLS, "epochs": 12, "storage": "int8",
+                         "ship_kwargs": {"aux_logits": False}},
     "unet.scenes": {**_SCENES, "epochs": 80, "lr": 1e-2, "storage": "int8",
                     "model_kwargs": {"width": 16, "depth": 4}},
     "fcn8s.scenes": {**_SCENES, "epochs": 70, "lr": 8e-3, "backbone": "convnet",
                      "model_kwargs": {"widths": [32, 64, 128, 256]}},
     "yolov3.scenes": {**_SCENES, "epochs": 30, "lr": 1e-3, "backbone_weights": "convnet.fmnist"},
     "ssd.scenes": {**_SCENES, "epochs": 30, "lr": 1e-3, "backbone_weights": "convnet.fmnist"},
-    "fast_rcnn.scenes": {**_SCENES, "epochs": 16, "lr": 1e-3,
-                         "backbone_weights": "convnet.fmnist", "storage": "int8"},
+    "fast_rcnn.scenes": {**_SCENES, "epochs": 16, "lr": 1e-3, "storage": "int8",
+                         "backbone_weights": "convnet.fmnist",
+                         "model_kwargs": {"head_channels": 512}},
     "conv_ae.fmnist": {**_GEN, "epochs": 12, "latent": 32, "scheduler": "none"},
     "vae.fmnist": {**_GEN, "epochs": 16, "latent": 16, "beta": 1.0, "scheduler": "none"},
     "dcgan.fmnist": {**_GEN, "epochs": 20, "latent": 100,
@@ -270,20 +272,13 @@ def _write_row(entry: Any, measured: dict[str, float], notes: str) -> None:
 def recipe_machine() -> str:
     """The CPU (and GPU) this script runs on, in words."""
     import os
-    import platform
 
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from cnnzoo.workflows.bench import cpu_name
+
     gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
-    return f"{os.cpu_count()}-core {cpu}{gpu}"
+    return f"{os.cpu_count()}-core {cpu_name()}{gpu}"
 
 
 def main() -> None:

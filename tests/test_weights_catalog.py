@@ -194,3 +194,22 @@ def test_register_refuses_a_hash_that_is_not_hex():
         cnnzoo.weights.register(replace(ws, name="resnet18.mine", sha256="not-a-hash"))
     with pytest.raises(CnnzooError, match="sha256 must be 8 to 64 hex digits"):
         cnnzoo.weights.register(replace(ws, name="resnet18.mine", sha256="abc"))
+
+
+@pytest.mark.parametrize("size", [(300, 400), (400, 300), (256, 256), (231, 517)])
+def test_predict_preprocessing_is_torchvisions_resize_then_centre_crop(tmp_path, size):
+    """``cnnzoo predict`` with ImageNet weights resizes the shorter side and centre-crops
+    without importing torchvision; the result is torchvision's Resize + CenterCrop exactly."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from cnnzoo.data.folder import load_image
+    from cnnzoo.workflows.predict import load_for_model
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "x.png"
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    data = cnnzoo.weights.get("resnet50.tv_in1k").spec["data"]
+    ours = load_for_model(path, data)
+    image = load_image(path, 3)
+    expected = TF.center_crop(TF.resize(image, [256], antialias=True), [224, 224])
+    assert ours.shape == (3, 224, 224) and torch.equal(ours, expected)
