@@ -43,7 +43,7 @@ _GEN = {"data": "fashion-mnist", "val_fraction": 0.0}
 RECIPES: dict[str, dict[str, Any]] = {
     "convnet.fmnist": {**_CLS, "epochs": 15, "model_kwargs": {"widths": [32, 64, 128]},
                        "storage": "int8"},
-    "resnet20.fmnist": {**_CLS, "epochs": 20},
+    "resnet20.fmnist": {**_CLS, "epochs": 20, "storage": "int8"},
     "mobilenet_v2.fmnist": {**_CLS, "epochs": 15, "model_kwargs": {"width": 0.5}},
     "shufflenet_v2_x1_0.fmnist": {**_CLS, "epochs": 15},
     "googlenet.fmnist": {**_CLS, "epochs": 12, "storage": "int8",
@@ -221,8 +221,8 @@ def package_onnx(name: str) -> None:
     recipe = RECIPES[name]
     run = RunDir.open(run_dir(name))
     source = cnnzoo.weights.get(recipe["compress"])
-    spec = {**source.spec, "source": source.name}
     file = SHIPPED / f"{name}.onnx"
+    spec = {**source.spec, "source": source.name, "int8_onnx": file.name}
     shutil.copyfile(run.path / INT8_FILE, file)
     compression = run.read_metrics().get("compression", {})
     entry = WeightSet(
@@ -235,7 +235,7 @@ def package_onnx(name: str) -> None:
     cnnzoo.weights.register(entry, replace=True)
     measured = measure_onnx(name)
     notes = (
-        f"int8 ONNX Runtime model (QDQ, {compression.get('calibration', '?')} calibration "
+        f"int8 ONNX Runtime model (QDQ, {compression.get('calibration_images', '?')} calibration "
         f"images) of {source.name} (test accuracy {source.metrics['test/accuracy']:.4f})"
     )
     _write_row(entry, measured, notes)

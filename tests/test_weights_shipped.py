@@ -103,3 +103,22 @@ def test_predict_a_test_image_by_name_from_the_command_line(tmp_path: Path):
     top = [line.split("\t")[1].rsplit(" ", 1)[0] for line in done.stdout.splitlines()]
     truth = [names[int(labels[i])] for i in range(8)]
     assert sum(t == p for t, p in zip(truth, top, strict=True)) >= 7
+
+
+def test_the_int8_set_predicts_with_its_onnx_model():
+    from cnnzoo.compress.runtime import ort_session
+    from cnnzoo.data.transforms import prepare_batch
+    from cnnzoo.workflows.predict import load_for_model, predict
+
+    example = Path(__file__).resolve().parent.parent / "docs" / "img" / "examples" / "shirt.png"
+    ws = cnnzoo.weights.get("resnet20.fmnist_int8")
+    (got,) = predict(ws.name, [example], topk=10)
+    data = ws.spec["data"]
+    x = prepare_batch(load_for_model(example, data)[None], data["mean"], data["std"])
+    session = ort_session(cnnzoo.weights.local_file(ws), threads=1)
+    logits = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    expected = torch.softmax(logits, dim=1)[0]
+    for name, p in zip(got.classes, got.probs, strict=True):
+        assert abs(p - expected[ws.classes.index(name)].item()) < 1e-5
+    (fp32,) = predict(ws.spec["source"], [example], topk=10)
+    assert fp32.probs != got.probs  # the float model's numbers differ: it is not what ran

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,9 +26,11 @@ class Prediction:
 def predict(run_or_weights: str | Path, files: list[str | Path], topk: int = 3) -> list[Prediction]:
     """Classify image files with a trained run.
 
-    Images of any mode and size are converted to the model's channels and resized to the
-    size it was trained on (or, where the model's data says so, as ImageNet's evaluation:
-    shorter side to ``resize``, centre crop), then normalised exactly as in training.
+    A quantized run (``cnnzoo compress --quantize int8``, or an int8 ONNX weight set) predicts
+    with its int8 model in ONNX Runtime. Images of any mode and size are converted to the
+    model's channels and resized to the size it was trained on (or, where the model's data
+    says so, as ImageNet's evaluation: shorter side to ``resize``, centre crop), then
+    normalised exactly as in training.
 
     Returns:
         One :class:`Prediction` per file, in order.
@@ -37,7 +40,8 @@ def predict(run_or_weights: str | Path, files: list[str | Path], topk: int = 3) 
             or truncated (the message names it).
     """
     run = RunDir.open(run_or_weights)
-    model, spec = run.load_model()
+    spec = run.read_spec()
+    model = _int8_model(run) if spec.get("int8_onnx") else run.load_model()[0]
     data = spec["data"]
     names = data["class_names"]
     k = max(1, min(topk, len(names)))
@@ -58,6 +62,15 @@ def predict(run_or_weights: str | Path, files: list[str | Path], topk: int = 3) 
             )
         )
     return out
+
+
+def _int8_model(run: RunDir) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The run's int8 ONNX model in ONNX Runtime, as a function of a float batch."""
+    from cnnzoo.compress.runtime import ort_session
+
+    session = ort_session(run.int8_file, threads=1)
+    name = session.get_inputs()[0].name
+    return lambda x: torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
 def load_for_model(path: Path, data: dict) -> torch.Tensor:
