@@ -286,3 +286,29 @@ def test_only_http_urls_are_fetched(torchvision_file, home):
     with pytest.raises(CnnzooError, match="is not an http\\(s\\) URL"):
         cnnzoo.weights.fetch(ws, progress=False)
     assert _cache_files(home) == []
+
+
+def test_a_shipped_file_that_does_not_match_its_hash_is_refused(home):
+    """A damaged installation: the package's file is not the one the index names."""
+    ws = replace(cnnzoo.weights.get("convnet.fmnist"), name="convnet.damaged", sha256="0" * 64)
+    cnnzoo.weights.register(ws)
+    try:
+        with pytest.raises(CnnzooError, match=r"has sha256 .*\(reinstall cnnzoo\)"):
+            cnnzoo.create_model("convnet", weights="damaged")
+        missing = replace(ws, name="convnet.missing", file="nothing.safetensors")
+        cnnzoo.weights.register(missing)
+        with pytest.raises(CnnzooError, match="shipped file of convnet.missing is missing"):
+            cnnzoo.weights.local_file("convnet.missing")
+    finally:
+        cnnzoo.weights.unregister("convnet.damaged")
+        cnnzoo.weights.unregister("convnet.missing")
+
+
+def test_plots_of_a_named_set_in_an_unwritable_home_are_one_line(tmp_path, monkeypatch):
+    from cnnzoo.rundir import RunDir
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("CNNZOO_HOME", str(blocker / "home"))
+    with pytest.raises(CnnzooError, match="cannot write .* set CNNZOO_HOME"):
+        RunDir.open("convnet.fmnist").plots  # noqa: B018 (the property makes the folder)

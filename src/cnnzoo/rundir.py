@@ -263,6 +263,23 @@ class WeightsRun(RunDir):
     def predictions(self) -> Path:
         return Path("predictions") / self.weight_set.name
 
+    @property
+    def plots(self) -> Path:
+        """``$CNNZOO_HOME/runs/NAME/plots``, made on first use.
+
+        Raises:
+            CnnzooError: if it cannot be made.
+        """
+        folder = self.path / "plots"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise CnnzooError(
+                f"cannot write {self.weight_set.name}'s plots to {folder} "
+                f"({err.strerror or err}): set CNNZOO_HOME to a writable folder"
+            ) from None
+        return folder
+
     def read_spec(self) -> dict[str, Any]:
         return dict(self.weight_set.spec)
 
