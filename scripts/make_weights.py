@@ -50,7 +50,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                          "ship_kwargs": {"aux_logits": False}},
     "unet.scenes": {**_SCENES, "epochs": 80, "lr": 1e-2, "storage": "int8",
                     "model_kwargs": {"width": 16, "depth": 4}},
-    "fcn8s.scenes": {**_SCENES, "epochs": 70, "lr": 8e-3, "backbone": "convnet",
+    "fcn8s.scenes": {**_SCENES, "epochs": 50, "lr": 8e-3, "backbone": "convnet",
                      "model_kwargs": {"widths": [32, 64, 128, 256]}},
     "yolov3.scenes": {**_SCENES, "epochs": 30, "lr": 1e-3, "backbone_weights": "convnet.fmnist"},
     "ssd.scenes": {**_SCENES, "epochs": 30, "lr": 1e-3, "backbone_weights": "convnet.fmnist"},
