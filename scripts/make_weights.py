@@ -161,8 +161,16 @@ def evaluate_named(name: str, task: str) -> dict[str, float]:
         return {"test/map_50": round(r.map_50, 6), "test/map": round(r.map, 6)}
     from cnnzoo.workflows.gen_evaluate import evaluate_reconstruction
 
-    values = evaluate_reconstruction(name)
-    return {f"test/{k}": round(v, 6) for k, v in values.items() if k != "fid_samples"}
+    from cnnzoo.workflows.gen_evaluate import evaluate_translation
+
+    measure = evaluate_translation if task == "translation" else evaluate_reconstruction
+    values = {f"test/{k}": round(v, 6) for k, v in measure(name).items()
+              if k not in ("fid_samples", "loss")}  # fmt: skip
+    first = [k for k in _MAIN_METRICS if k in values]  # the one `weights list` shows first
+    return {k: values[k] for k in first + [k for k in values if k not in first]}
+
+
+_MAIN_METRICS = ("test/elbo", "test/fid", "test/psnr", "test/l1", "test/fid_ab")
 
 
 def package_one(name: str, storage: str | None = None) -> None:
