@@ -38,7 +38,7 @@ def _compress(base: Path, out: Path, **options) -> dict:
 
 
 def _accuracy(run: Path) -> float:
-    from cnnzoo.workflows.evaluate import evaluate
+    from cnnzoo.families.classification.evaluate import evaluate
 
     return evaluate(run, accelerator="cpu", plot=False).accuracy
 

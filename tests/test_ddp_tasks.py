@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cnnzoo.data.scenes import generate_scenes
-from cnnzoo.workflows.det_evaluate import evaluate_detection
-from cnnzoo.workflows.seg_evaluate import evaluate_segmentation
+from cnnzoo.families.detection.evaluate import evaluate_detection
+from cnnzoo.families.segmentation.evaluate import evaluate_segmentation
 
 CLI = [sys.executable, "-m", "cnnzoo.cli"]
 

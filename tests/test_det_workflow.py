@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 from cnnzoo.cli import app
 from cnnzoo.data.scenes import generate_scenes
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.detection.evaluate import evaluate_detection
+from cnnzoo.families.detection.predict import predict_detection
 from cnnzoo.tasks.voc_ap import interpolated_ap, voc_ap
 from cnnzoo.workflows.anchors import fit_anchors
-from cnnzoo.workflows.det_evaluate import evaluate_detection
-from cnnzoo.workflows.det_predict import predict_detection
 from cnnzoo.workflows.train import TrainConfig, train
 
 TINY_YOLO = {"backbone": "convnet", "widths": [8, 16, 16], "neck_channels": 16}

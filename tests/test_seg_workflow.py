@@ -13,9 +13,9 @@ from PIL import Image
 from cnnzoo.data.scenes import SCENE_CLASSES, generate_scenes
 from cnnzoo.data.segmentation import load_mask
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.segmentation.evaluate import evaluate_segmentation
+from cnnzoo.families.segmentation.predict import predict_segmentation
 from cnnzoo.rundir import RunDir
-from cnnzoo.workflows.seg_evaluate import evaluate_segmentation
-from cnnzoo.workflows.seg_predict import predict_segmentation
 from cnnzoo.workflows.train import TrainConfig, train
 
 TINY_UNET = {"width": 4, "depth": 2}
@@ -165,7 +165,7 @@ def test_backbone_must_match_the_weights(scenes: Path, tmp_path: Path, tiny_cfg)
 
 def test_pspnet_encoder_from_a_small_input_resnet_run(tmp_path: Path) -> None:
     import cnnzoo
-    from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
+    from cnnzoo.families.backbones import backbone_model_args, load_backbone_weights
 
     torch.manual_seed(0)
     cls = cnnzoo.create_model("resnet18", num_classes=10, in_channels=1, small_input=True)

@@ -12,8 +12,8 @@ import yaml
 from safetensors.torch import load_file
 
 from cnnzoo import CnnzooError
-from cnnzoo.workflows.evaluate import evaluate
-from cnnzoo.workflows.predict import predict
+from cnnzoo.families.classification.evaluate import evaluate
+from cnnzoo.families.classification.predict import predict
 from cnnzoo.workflows.train import train
 
 
@@ -166,7 +166,7 @@ def test_models_needing_larger_inputs_get_resized_batches(tiny_cfg):
 
 
 def test_imagenet_resnets_use_their_small_input_stem_on_28px_images():
-    from cnnzoo.workflows.assemble import fit_model_to_data
+    from cnnzoo.families.assemble import fit_model_to_data
 
     args, resize = fit_model_to_data("resnet18", 1, 10, 28, {})
     assert args["small_input"] is True and resize is None

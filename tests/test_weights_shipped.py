@@ -108,7 +108,7 @@ def test_predict_a_test_image_by_name_from_the_command_line(tmp_path: Path):
 def test_the_int8_set_predicts_with_its_onnx_model():
     from cnnzoo.compress.runtime import ort_session
     from cnnzoo.data.transforms import prepare_batch
-    from cnnzoo.workflows.predict import load_for_model, predict
+    from cnnzoo.families.classification.predict import load_for_model, predict
 
     example = Path(__file__).resolve().parent.parent / "docs" / "img" / "examples" / "shirt.png"
     ws = cnnzoo.weights.get("resnet20.fmnist_int8")

@@ -94,14 +94,17 @@ class RunDir:
                 return
 
     @classmethod
-    def open(cls, path: str | Path) -> RunDir:
+    def open(cls, path: str | Path | RunDir) -> RunDir:
         """Open an existing run directory, the folder of a ``model.safetensors`` file, or a
-        named weight set (``resnet20.fmnist``: a :class:`WeightsRun`).
+        named weight set (``resnet20.fmnist``: a :class:`WeightsRun`); a run already opened is
+        returned as it is.
 
         Raises:
             CnnzooError: if there are no weights and spec to rebuild the model, or the name
                 is not a weight set.
         """
+        if isinstance(path, RunDir):
+            return path
         p = Path(path)
         if not p.exists():
             from cnnzoo.weights.catalog import get, looks_like_weight_name

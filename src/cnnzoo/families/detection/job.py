@@ -15,10 +15,10 @@ from cnnzoo.data.det_datamodule import DetectionData, DetView
 from cnnzoo.data.detection import detection_collate, parse_det_data
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.backbones import backbone_model_args, load_backbone_weights
+from cnnzoo.families.snapshots import ValidationSnapshots
 from cnnzoo.registry import create_model, model_info
 from cnnzoo.tasks.detection import DetectionTask
-from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
-from cnnzoo.workflows.snapshots import ValidationSnapshots
 
 if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir

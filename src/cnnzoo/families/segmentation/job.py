@@ -13,10 +13,10 @@ from lightning.pytorch.callbacks import Callback
 from cnnzoo.data.seg_datamodule import PairView, SegmentationData, pad_collate
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.backbones import backbone_model_args, load_backbone_weights
+from cnnzoo.families.snapshots import ValidationSnapshots
 from cnnzoo.registry import create_model, model_info
 from cnnzoo.tasks.segmentation import SegmentationTask
-from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
-from cnnzoo.workflows.snapshots import ValidationSnapshots
 
 if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir
