@@ -179,7 +179,7 @@ class RunDir:
         """Write ``model.safetensors`` and ``model.json`` (the spec to rebuild the model).
 
         A pruned model's spec carries ``"shapes"`` (see
-        :func:`cnnzoo.compress.shapes.module_shapes`), applied by :meth:`load_model`.
+        :func:`cnnzoo.models.shapes.module_shapes`), applied by :meth:`load_model`.
         """
         from safetensors.torch import save
 
@@ -210,7 +210,7 @@ class RunDir:
         spec = self.read_spec()
         model = create_model(spec["model"], **spec.get("kwargs", {}))
         if spec.get("shapes"):  # a pruned model: resize its layers before loading the weights
-            from cnnzoo.compress.shapes import apply_module_shapes
+            from cnnzoo.models.shapes import apply_module_shapes
 
             apply_module_shapes(model, spec["shapes"])
         state = read_state_dict(self.weights)

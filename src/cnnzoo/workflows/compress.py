@@ -246,7 +246,7 @@ def _prune(cfg: CompressConfig) -> CompressResult:
         structured_prune,
         unstructured_prune,
     )
-    from cnnzoo.compress.shapes import module_shapes
+    from cnnzoo.models.shapes import module_shapes
     from cnnzoo.registry import create_model
 
     plan = parse_prune(cfg.prune or "")

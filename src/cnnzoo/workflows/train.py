@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cnnzoo.data.datamodule import ClassificationData
-from cnnzoo.errors import CnnzooError
+from cnnzoo.errors import CnnzooError, NonFiniteLossError
 from cnnzoo.families import family_for
 from cnnzoo.families.assemble import flush_denormals
 from cnnzoo.families.base import Job, TrainConfig, TrainResult
@@ -31,7 +31,7 @@ from cnnzoo.files import atomic_write_text
 from cnnzoo.models.base import count_params
 from cnnzoo.registry import model_info
 from cnnzoo.rundir import RunDir
-from cnnzoo.tasks.classification import ClassificationTask, NonFiniteLossError
+from cnnzoo.tasks.classification import ClassificationTask
 
 EPOCH_COLUMNS = ("epoch", "step", "seconds", "lr")
 

@@ -12,7 +12,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from cnnzoo.data.det_datamodule import DetectionData, DetView
-from cnnzoo.data.detection import detection_collate, parse_det_data
+from cnnzoo.data.det_sources import parse_det_data
+from cnnzoo.data.detection import detection_collate
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.families.backbones import backbone_model_args, load_backbone_weights
