@@ -13,7 +13,7 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.registry import create_model, model_info
 
 if TYPE_CHECKING:
-    from cnnzoo.workflows.train import TrainConfig
+    from cnnzoo.families.base import TrainConfig
 
 _NOT_BACKBONE_OPTIONS = ("num_classes", "in_channels", "features_only", "out_indices")
 
