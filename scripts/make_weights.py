@@ -44,16 +44,18 @@ RECIPES: dict[str, dict[str, Any]] = {
     "convnet.fmnist": {**_CLS, "epochs": 15, "model_kwargs": {"widths": [32, 64, 128]},
                        "storage": "int8"},
     "resnet20.fmnist": {**_CLS, "epochs": 20, "storage": "int8"},
-    "mobilenet_v2.fmnist": {**_CLS, "epochs": 15, "model_kwargs": {"width": 0.5}},
-    "shufflenet_v2_x1_0.fmnist": {**_CLS, "epochs": 15},
+    "mobilenet_v2.fmnist": {**_CLS, "epochs": 15, "model_kwargs": {"width": 0.5},
+                            "storage": "int8"},
+    "shufflenet_v2_x1_0.fmnist": {**_CLS, "epochs": 15, "storage": "int8"},
     "googlenet.fmnist": {**_CLS, "epochs": 12, "storage": "int8",
                          "ship_kwargs": {"aux_logits": False}},
     "unet.scenes": {**_SCENES, "epochs": 80, "lr": 1e-2, "storage": "int8",
                     "model_kwargs": {"width": 16, "depth": 4}},
-    "fcn8s.scenes": {**_SCENES, "epochs": 70, "lr": 8e-3, "backbone": "convnet",
+    "fcn8s.scenes": {**_SCENES, "epochs": 50, "lr": 8e-3, "backbone": "convnet", "storage": "int8",
                      "model_kwargs": {"widths": [32, 64, 128, 256]}},
     "yolov3.scenes": {**_SCENES, "epochs": 30, "lr": 1e-3, "backbone_weights": "convnet.fmnist"},
-    "ssd.scenes": {**_SCENES, "epochs": 30, "lr": 1e-3, "backbone_weights": "convnet.fmnist"},
+    "ssd.scenes": {**_SCENES, "epochs": 30, "lr": 1e-3, "backbone_weights": "convnet.fmnist",
+                   "storage": "int8"},
     "fast_rcnn.scenes": {**_SCENES, "epochs": 16, "lr": 1e-3, "storage": "int8",
                          "backbone_weights": "convnet.fmnist",
                          "model_kwargs": {"head_channels": 512}},
@@ -159,10 +161,16 @@ def evaluate_named(name: str, task: str) -> dict[str, float]:
 
         r = evaluate_detection(name, plot=False)
         return {"test/map_50": round(r.map_50, 6), "test/map": round(r.map, 6)}
-    from cnnzoo.families.generative.evaluate import evaluate_reconstruction
+    from cnnzoo.families.generative.evaluate import evaluate_reconstruction, evaluate_translation
 
-    values = evaluate_reconstruction(name)
-    return {f"test/{k}": round(v, 6) for k, v in values.items() if k != "fid_samples"}
+    measure = evaluate_translation if task == "translation" else evaluate_reconstruction
+    values = {f"test/{k}": round(v, 6) for k, v in measure(name).items()
+              if k not in ("fid_samples", "loss")}  # fmt: skip
+    first = [k for k in _MAIN_METRICS if k in values]  # the one `weights list` shows first
+    return {k: values[k] for k in first + [k for k in values if k not in first]}
+
+
+_MAIN_METRICS = ("test/elbo", "test/fid", "test/psnr", "test/l1", "test/fid_ab")
 
 
 def package_one(name: str, storage: str | None = None) -> None:
@@ -218,6 +226,7 @@ def package_onnx(name: str) -> None:
     from cnnzoo.files import sha256_file
     from cnnzoo.rundir import INT8_FILE, RunDir
     from cnnzoo.weights.entry import WeightSet
+
     recipe = RECIPES[name]
     run = RunDir.open(run_dir(name))
     source = cnnzoo.weights.get(recipe["compress"])

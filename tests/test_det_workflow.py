@@ -113,8 +113,10 @@ def test_predict_writes_a_drawing_and_json(yolo_run, scenes: Path, tmp_path: Pat
         assert 0 <= d["label"] < 10 and d["score"] > 0
     scores = [d["score"] for d in record["detections"]]
     drawn = np.asarray(Image.open(pred.boxes_png))
-    assert drawn.shape == (72, 96, 3)
-    assert not np.array_equal(drawn, np.asarray(Image.open(big).convert("RGB")))
+    assert drawn.shape == (72 * 4, 96 * 4, 3)  # small images are drawn 4x (captions readable)
+    enlarged = np.asarray(Image.open(big).convert("RGB")).repeat(4, 0).repeat(4, 1)
+    assert not np.array_equal(drawn, enlarged)
+    assert (drawn == enlarged).all(axis=-1).mean() > 0.5  # the image itself, boxes drawn on it
     with pytest.raises(CnnzooError, match="exists"):
         predict_detection(yolo_run.run_dir, [big], out)
     cut = sorted(scores)[len(scores) // 2]

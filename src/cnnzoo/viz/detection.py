@@ -6,13 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.utils import draw_bounding_boxes
 
-from cnnzoo.viz.figure import save_figure
 from cnnzoo.viz.segmentation import palette, to_rgb
 
 
@@ -39,6 +36,8 @@ def draw_detections(
     Returns:
         ``(H, W, 3)`` uint8 RGB array.
     """
+    from torchvision.utils import draw_bounding_boxes
+
     rgb = torch.from_numpy(np.ascontiguousarray(to_rgb(image))).permute(2, 0, 1)
     if len(boxes) == 0:
         return rgb.permute(1, 2, 0).numpy()
@@ -69,6 +68,9 @@ def plot_detections(
     Returns:
         The path written.
     """
+    # Imported here (figure first: it selects the Agg backend): predict's drawings need no pyplot.
+    from cnnzoo.viz.figure import plt, save_figure
+
     cols = 2 if targets is not None else 1
     fig, axes = plt.subplots(len(images), cols, figsize=(3.2 * cols, 3.0 * len(images)),
                              squeeze=False)  # fmt: skip

@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from PIL import Image
-
-from cnnzoo.viz.figure import save_figure
 
 IGNORE_COLOUR = (255, 255, 255)
 
@@ -108,6 +105,9 @@ def plot_overlays(
     Returns:
         The path written.
     """
+    # Imported here (figure first: it selects the Agg backend): predict's overlays need no pyplot.
+    from cnnzoo.viz.figure import plt, save_figure
+
     cols = 3 if targets is not None else 2
     rows = len(images)
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 1.6, 2.5 * rows), squeeze=False)

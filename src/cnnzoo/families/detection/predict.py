@@ -17,6 +17,9 @@ from cnnzoo.families.outputs import check_inputs, output_paths
 from cnnzoo.files import atomic_write_text
 from cnnzoo.rundir import RunDir
 
+DRAWN_SIDE = 384
+"""Images whose longer side is shorter are drawn enlarged by an integer factor to about this."""
+
 
 @dataclass
 class DetPrediction:
@@ -102,7 +105,11 @@ def predict_detection(
             for b, s, c in zip(boxes, found["scores"], found["labels"], strict=True)
         ]
         png, js = output_paths(out, path, OUTPUTS, overwrite)
-        drawn = draw_detections(image, boxes, found["labels"], names, found["scores"])
+        # Small images are drawn enlarged (nearest neighbour) so that captions stay readable.
+        k = max(1, -(-DRAWN_SIDE // max(int(h), int(w))))
+        big = image.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
+        drawn = draw_detections(big, boxes * k, found["labels"], names, found["scores"],
+                                width=2 if k > 1 else 1)  # fmt: skip
         Image.fromarray(drawn).save(png)
         record = {"file": str(path), "width": int(w), "height": int(h), "model": spec["model"],
                   "detections": detections}  # fmt: skip
