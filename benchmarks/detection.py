@@ -114,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnzoo.data.det_datamodule import DetectionData
-    from cnnzoo.workflows.assemble import flush_denormals
+    from cnnzoo.families.assemble import flush_denormals
     from cnnzoo.workflows.demo import free_run_dir
     from cnnzoo.workflows.train import TrainConfig, train
 

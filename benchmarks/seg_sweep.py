@@ -83,7 +83,7 @@ def _pretrain(runs: Path, stages: str, accelerator: str) -> Path:
 
 
 def _run(name: str, args: argparse.Namespace) -> None:
-    from cnnzoo.workflows.assemble import flush_denormals
+    from cnnzoo.families.assemble import flush_denormals
     from cnnzoo.workflows.train import TrainConfig, train
 
     recipe = dict(RECIPES[name])

@@ -117,7 +117,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from cnnzoo.data.seg_datamodule import SegmentationData
-    from cnnzoo.workflows.assemble import flush_denormals
+    from cnnzoo.families.assemble import flush_denormals
     from cnnzoo.workflows.demo import free_run_dir
     from cnnzoo.workflows.train import TrainConfig, train
 

@@ -37,7 +37,6 @@ def file_params(get_model, twin: str) -> int:
 
 
 def main() -> None:
-    import torch
     from torchvision.models import get_model, get_model_weights
 
     import cnnzoo

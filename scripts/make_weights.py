@@ -82,8 +82,8 @@ def run_dir(name: str) -> Path:
 
 
 def train_one(name: str, accelerator: str, overwrite: bool) -> None:
+    from cnnzoo.families.assemble import flush_denormals
     from cnnzoo.weights import is_weight_name
-    from cnnzoo.workflows.assemble import flush_denormals
     from cnnzoo.workflows.train import TrainConfig, train
 
     recipe = {k: v for k, v in RECIPES[name].items() if k not in _PACKAGING}
@@ -147,21 +147,21 @@ def evaluate_named(name: str, task: str) -> dict[str, float]:
         Metrics keyed ``test/<name>``.
     """
     if task == "classification":
-        from cnnzoo.workflows.evaluate import evaluate
+        from cnnzoo.families.classification.evaluate import evaluate
 
         r = evaluate(name, plot=False)
         return {"test/accuracy": round(r.accuracy, 6)}
     if task == "segmentation":
-        from cnnzoo.workflows.seg_evaluate import evaluate_segmentation
+        from cnnzoo.families.segmentation.evaluate import evaluate_segmentation
 
         r = evaluate_segmentation(name, plot=False)
         return {"test/miou": round(r.miou, 6), "test/pixel_accuracy": round(r.pixel_accuracy, 6)}
     if task == "detection":
-        from cnnzoo.workflows.det_evaluate import evaluate_detection
+        from cnnzoo.families.detection.evaluate import evaluate_detection
 
         r = evaluate_detection(name, plot=False)
         return {"test/map_50": round(r.map_50, 6), "test/map": round(r.map, 6)}
-    from cnnzoo.workflows.gen_evaluate import evaluate_reconstruction, evaluate_translation
+    from cnnzoo.families.generative.evaluate import evaluate_reconstruction, evaluate_translation
 
     measure = evaluate_translation if task == "translation" else evaluate_reconstruction
     values = {f"test/{k}": round(v, 6) for k, v in measure(name).items()

@@ -11,9 +11,10 @@ import torch
 import cnnzoo.experiments.ae_pretraining as aep
 from cnnzoo import CnnzooError
 from cnnzoo.data.datamodule import ClassificationData
-from cnnzoo.data.transforms import normalize_batch
+from cnnzoo.data.transforms import normalize_batch, prepare_batch
 from cnnzoo.experiments import list_experiments, run_experiment
 from cnnzoo.registry import create_model
+from cnnzoo.tasks.classification import ClassificationTask
 from cnnzoo.tasks.reconstruction import ReconstructionTask
 
 TINY = aep.AEPretrainingSettings(
@@ -102,6 +103,7 @@ def test_autoencoder_metrics_and_strip(trained_ae):
     assert strip.shape == (4, 1, 28, 28) and 0 <= float(strip.min()) <= float(strip.max()) <= 1
 
 
+@pytest.mark.slow
 def test_experiment_end_to_end_with_tiny_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(aep, "QUICK", TINY)
     monkeypatch.setattr(aep, "_dataset", lambda: "fashion-mnist-mini")
@@ -113,6 +115,16 @@ def test_experiment_end_to_end_with_tiny_settings(tmp_path, monkeypatch):
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(ReconstructionTask, "training_step", spy)
+    classifiers = []
+    fit_and_test = aep.fit_and_test
+
+    def fit_test_and_keep(task, data, *args, **kwargs):
+        metrics = fit_and_test(task, data, *args, **kwargs)
+        if isinstance(task, ClassificationTask):
+            classifiers.append((task.model, data))
+        return metrics
+
+    monkeypatch.setattr(aep, "fit_and_test", fit_test_and_keep)
     result = run_experiment("ae-pretraining", out=tmp_path / "a", quick=True)
 
     # two autoencoders (latents 2 and 4) of 3 steps each, fed image tensors only
@@ -126,9 +138,17 @@ def test_experiment_end_to_end_with_tiny_settings(tmp_path, monkeypatch):
     ]
     for row in classifier:
         assert row["seeds"] == 2 and len(row["runs"]) == 2
-        assert all(0.0 <= a <= 1.0 for a in row["runs"])
         assert row["mean"] == pytest.approx(sum(row["runs"]) / 2, abs=1e-4)
         assert row["accuracy"] == f"{row['mean']:.3f} ± {row['std']:.3f}"
+    # every row's seeds in order; one run (10/class, ae-finetune, seed 1) by hand: its
+    # model's accuracy on the test images
+    assert len(classifiers) == 6 * 2
+    model, data = classifiers[3]
+    test = data.splits["test"]
+    with torch.no_grad():
+        x = prepare_batch(test.images, data.spec.mean, data.spec.std)
+        right = model.eval()(x).argmax(1) == test.labels
+    assert classifier[1]["runs"][1] == pytest.approx(right.float().mean().item(), abs=1e-4)
     assert [r["latent"] for r in curve] == [2, 4]  # one point per bottleneck
     assert all(math.isfinite(r["psnr"]) and r["psnr"] > 0 for r in curve)
 

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 import cnnzoo.experiments.aux_loss as aux_loss
 import cnnzoo.experiments.bottleneck as bottleneck
 from cnnzoo import CnnzooError
+from cnnzoo.data.datamodule import ClassificationData
+from cnnzoo.data.transforms import prepare_batch
 from cnnzoo.experiments import run_experiment
 from cnnzoo.layers import BasicBlock, Bottleneck
 from cnnzoo.models.base import AuxOutput
@@ -96,6 +98,7 @@ def test_strip_batchnorm_and_bad_loss_part(pair, batch):
         aux_loss.trunk_norms(pair[0], *batch, "both")
 
 
+@pytest.mark.slow
 def test_aux_loss_experiment_end_to_end_with_tiny_settings(tmp_path, monkeypatch):
     tiny = aux_loss.AuxLossSettings(steps=4, eval_every=2, batch_size=8, test_subset=40,
                                     grad_batch=8)  # fmt: skip
@@ -110,8 +113,17 @@ def test_aux_loss_experiment_end_to_end_with_tiny_settings(tmp_path, monkeypatch
     assert by["aux", 0]["accuracy"] == by["no-aux", 0]["accuracy"]
     assert by["aux", 0]["lower_grad_main"] == pytest.approx(by["no-aux", 0]["lower_grad_main"],
                                                             rel=1e-3)  # fmt: skip
+    # step 0 by hand: the untrained network on the experiment's fixed 40 test images
+    data = ClassificationData("fashion-mnist-mini", val_fraction=0, batch_size=8, seed=tiny.seed)
+    (x_test, y_test), _ = aux_loss._fixed_batches(data, tiny)
+    untrained, _ = aux_loss.build_pair(tiny)
+    with torch.no_grad():
+        right = untrained.eval()(x_test).argmax(1) == y_test
+    assert len(y_test) == 40
+    assert by["aux", 0]["accuracy"] == pytest.approx(right.float().mean().item(), abs=1e-4)
     for r in result.rows:
-        assert 0.0 <= r["accuracy"] <= 1.0 and r["lower_grad_main"] > 0
+        assert r["accuracy"] * 40 == pytest.approx(round(r["accuracy"] * 40), abs=1e-3)
+        assert r["lower_grad_main"] > 0
         assert r["lower_grad_main"] >= r["inception3a_grad_main"]
         assert (r["lower_grad_total"] == "") == (r["run"] == "no-aux")
         if r["run"] == "aux":
@@ -169,15 +181,29 @@ def test_bottleneck_experiment_end_to_end_with_tiny_settings(tmp_path, monkeypat
                                          infer_batch=8, timing_steps=1)  # fmt: skip
     monkeypatch.setattr(bottleneck, "QUICK", tiny)
     monkeypatch.setattr(bottleneck, "_dataset", lambda: "fashion-mnist-mini")
+    accuracies = []
+    fit_and_test = bottleneck.fit_and_test
+
+    def fit_test_and_measure(task, data, *args, **kwargs):
+        metrics = fit_and_test(task, data, *args, **kwargs)
+        test = data.splits["test"]  # the trained net's test accuracy, by hand
+        x = prepare_batch(test.images, data.spec.mean, data.spec.std)
+        with torch.no_grad():
+            right = task.model.eval()(x).argmax(1) == test.labels
+        accuracies.append(right.float().mean().item())
+        return metrics
+
+    monkeypatch.setattr(bottleneck, "fit_and_test", fit_test_and_measure)
     result = run_experiment("bottleneck", out=tmp_path / "b", quick=True)
     rows = {r["variant"]: r for r in result.rows}
     assert list(rows) == list(bottleneck.VARIANTS)
+    for row, accuracy in zip(result.rows, accuracies, strict=True):
+        assert row["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     for variant, row in rows.items():
         model = bottleneck.build_variant(variant, 8, 1)
         assert row["params"] == sum(p.numel() for p in model.parameters())
         assert row["macs"] == count_macs(model, (1, 28, 28))
         assert row["train_img_s"] > 0 and row["infer_img_s"] > 0
-        assert 0.0 <= row["accuracy"] <= 1.0
         assert row["layers"] == (8 if variant == "basic" else 11)
     assert rows["bottleneck-same-out"]["macs"] < rows["basic"]["macs"] < rows["bottleneck"]["macs"]
     payload = json.loads((tmp_path / "b" / "results.json").read_text())

@@ -57,6 +57,7 @@ def test_empty_data_folder_is_a_clear_error(tmp_path):
     assert "empty" in out.stderr and "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_train_eval_predict_round_trip(tmp_path):
     run_dir = tmp_path / "run"
     out = run("train", "lenet5", *QUICK, "--out", str(run_dir))
@@ -86,6 +87,7 @@ def test_train_eval_predict_round_trip(tmp_path):
     assert bad.returncode == 2 and "cut.jpg" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     # Same global batch, no augmentation: averaged gradients make the same step. LeNet-5 has
     # no BN (on CPU each process keeps its own BN statistics) and no dropout.
@@ -111,6 +113,7 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert m1["test/accuracy"] == pytest.approx(m2["test/accuracy"], abs=0.01)
 
 
+@pytest.mark.slow
 def test_width_multiplier_reaches_the_model(tmp_path):
     import cnnzoo
 

@@ -11,14 +11,14 @@ from torch import nn
 import cnnzoo
 from cnnzoo import CnnzooError
 from cnnzoo.compress.prune import (
-    PrunableZeroPadShortcut,
     make_permanent,
     parse_prune,
     sparsity_report,
     structured_prune,
     unstructured_prune,
 )
-from cnnzoo.compress.shapes import apply_module_shapes, module_shapes
+from cnnzoo.layers.residual import PrunableZeroPadShortcut
+from cnnzoo.models.shapes import apply_module_shapes, module_shapes
 from cnnzoo.rundir import RunDir
 
 

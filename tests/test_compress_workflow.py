@@ -38,7 +38,7 @@ def _compress(base: Path, out: Path, **options) -> dict:
 
 
 def _accuracy(run: Path) -> float:
-    from cnnzoo.workflows.evaluate import evaluate
+    from cnnzoo.families.classification.evaluate import evaluate
 
     return evaluate(run, accelerator="cpu", plot=False).accuracy
 
@@ -108,6 +108,7 @@ def test_int8_run_has_a_quarter_size_onnx_model_that_scores_like_fp32(base, tmp_
     assert manifest["model"]["quantization"] == "int8"
 
 
+@pytest.mark.slow
 def test_int8_with_qat_fine_tunes_on_the_int8_grid_then_quantizes(base, tmp_path):
     from cnnzoo.compress.qat import fake_quant_weight
 
@@ -151,7 +152,8 @@ def test_distillation_trains_the_source_architecture_with_the_teacher(base, tmp_
     assert result.compression["teacher"] == "resnet20"
     assert result.compression["temperature"] == 3.0 and result.compression["alpha"] == 0.7
     assert RunDir.open(base).weights.read_bytes() == teacher_before
-    assert 0.0 <= result.metrics["test/accuracy"] <= 1.0
+    # the recorded accuracy is the saved student's: eval re-runs the test split and agrees
+    assert result.metrics["test/accuracy"] == pytest.approx(_accuracy(out), abs=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -200,6 +202,7 @@ def test_export_writes_onnx_and_manifest_checked_against_pytorch(base, tmp_path)
         export_run(base, tmp_path / "dev" / "q.onnx", fmt="onnx-int8")
 
 
+@pytest.mark.slow
 def test_bench_rows_table_and_pareto(base, tmp_path):
     from cnnzoo.workflows.bench import bench
 
@@ -237,6 +240,7 @@ def test_pareto_front_keeps_only_undominated_points():
     assert pareto_front(latency, accuracy) == [3, 0, 1, 4]
 
 
+@pytest.mark.slow
 def test_compression_experiment_tabulates_every_variant(tmp_path, monkeypatch):
     from cnnzoo.experiments import compression, run_experiment
 

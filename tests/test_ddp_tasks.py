@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from cnnzoo.data.scenes import generate_scenes
-from cnnzoo.workflows.det_evaluate import evaluate_detection
-from cnnzoo.workflows.seg_evaluate import evaluate_segmentation
+from cnnzoo.families.detection.evaluate import evaluate_detection
+from cnnzoo.families.segmentation.evaluate import evaluate_segmentation
 
 CLI = [sys.executable, "-m", "cnnzoo.cli"]
 
@@ -32,6 +32,7 @@ COMMON = ["--epochs", "1", "--batch-size", "4", "--val-fraction", "0.25", "--no-
           "--accelerator", "cpu", "--devices", "2", "--snapshots", "0"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_segmentation_ddp_metrics_match_one_process_eval(scenes: Path, tmp_path: Path) -> None:
     out = tmp_path / "seg"
     result = run("train", "unet", "--data", f"masks:{scenes}", "--out", str(out), *COMMON,
@@ -43,6 +44,7 @@ def test_segmentation_ddp_metrics_match_one_process_eval(scenes: Path, tmp_path:
     assert again.pixel_accuracy == pytest.approx(trained["test/pixel_accuracy"], abs=1e-5)
 
 
+@pytest.mark.slow
 def test_detection_ddp_metrics_match_one_process_eval(scenes: Path, tmp_path: Path) -> None:
     out = tmp_path / "det"
     result = run("train", "yolov3", "--data", f"scenes:{scenes}", "--out", str(out), *COMMON,

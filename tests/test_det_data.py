@@ -10,17 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnzoo.data.coco import COCODetection
 from cnnzoo.data.convert import convert, write_coco, write_voc, write_yolo
+from cnnzoo.data.det_sources import parse_det_data
 from cnnzoo.data.detection import (
     DropReport,
     check_boxes,
     detection_collate,
     detection_transform,
-    parse_det_data,
 )
-from cnnzoo.data.voc import VOC_DET_CLASSES, VOCDetection
-from cnnzoo.data.yolo import YOLODetection, yolo_label_path
+from cnnzoo.data.formats.coco import COCODetection
+from cnnzoo.data.formats.voc import VOC_DET_CLASSES, VOCDetection
+from cnnzoo.data.formats.yolo import YOLODetection, yolo_label_path
 from cnnzoo.errors import CnnzooError
 
 

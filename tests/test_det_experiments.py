@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from torchmetrics.detection import MeanAveragePrecision
 
 from cnnzoo.experiments import list_experiments, run_experiment
 
@@ -34,12 +35,29 @@ def test_detector_cost_experiment_end_to_end(tmp_path, monkeypatch, tiny_scenes)
     )  # fmt: skip
     monkeypatch.setattr(cost, "QUICK", tiny)
     monkeypatch.setattr(cost, "_dataset", lambda: tiny_scenes)
+    tested = []  # per model: the (detections, ground truth) of each test image
+    fit_and_test = cost.fit_and_test
+
+    def fit_and_keep_test_detections(task, *args, **kwargs):
+        task.kept = []
+        metrics = fit_and_test(task, *args, **kwargs)
+        tested.append(task.kept)
+        return metrics
+
+    monkeypatch.setattr(cost, "fit_and_test", fit_and_keep_test_detections)
     assert "detector-cost" in [e.name for e in list_experiments()]
     result = run_experiment("detector-cost", out=tmp_path / "dc", quick=True)
     by = {r["model"]: r for r in result.rows}
     assert list(by) == ["sliding_window", "fast_rcnn", "yolov3"]
-    for row in result.rows:
-        assert 0.0 <= row["test_map_50"] <= 1.0 and 0.0 <= row["test_map"] <= 1.0
+    for row, kept in zip(result.rows, tested, strict=True):
+        # the row's mAPs are COCO's, recomputed from the model's detections on the 4 test images
+        assert len(kept) == 4
+        coco = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="pycocotools")
+        coco.update([p for p, _ in kept], [t for _, t in kept])
+        expected = coco.compute()
+        assert row["test_map_50"] == pytest.approx(float(expected["map_50"]), abs=1e-4)
+        assert row["test_map"] == pytest.approx(float(expected["map"]), abs=1e-4)
+        assert row["test_map"] <= row["test_map_50"]
         assert row["steps"] >= 1 and row["inference_ms_per_image"] > 0 and row["latency_ms"] > 0
     # every window of a 48x48 image is one CNN evaluation
     windows = cost.create_model("sliding_window", num_classes=10, **TINY).num_windows((48, 48))

@@ -146,7 +146,7 @@ def test_training_step_returns_the_loss_and_rejects_non_finite():
     assert task.model.w.grad.item() == pytest.approx(3.0)
     with torch.no_grad():
         task.model.w.fill_(float("nan"))
-    from cnnzoo.tasks.classification import NonFiniteLossError
+    from cnnzoo.errors import NonFiniteLossError
 
     with pytest.raises(NonFiniteLossError):
         task.training_step(batch, 0)

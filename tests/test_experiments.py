@@ -51,10 +51,12 @@ def test_unknown_experiment_suggests_names():
         run_experiment("transfr")
 
 
+@pytest.mark.slow
 def test_transfer_experiment_end_to_end_with_tiny_settings(tmp_path, monkeypatch):
     import torch
 
     import cnnzoo.experiments.transfer as transfer
+    from cnnzoo.data.transforms import prepare_batch
 
     # Three steps leave BN statistics far off, and eval-mode activations of the deep nets
     # sink into subnormal floats; flushing them to zero holds on the main thread only.
@@ -67,6 +69,15 @@ def test_transfer_experiment_end_to_end_with_tiny_settings(tmp_path, monkeypatch
     )  # fmt: skip
     monkeypatch.setattr(transfer, "QUICK", tiny)
     monkeypatch.setattr(transfer, "_dataset", lambda: "fashion-mnist-mini")
+    trained = []
+    fit_and_test = transfer.fit_and_test
+
+    def fit_test_and_keep(task, data, *args, **kwargs):
+        metrics = fit_and_test(task, data, *args, **kwargs)
+        trained.append((task.model, data))
+        return metrics
+
+    monkeypatch.setattr(transfer, "fit_and_test", fit_test_and_keep)
     try:
         result = run_experiment("transfer", out=tmp_path / "t", quick=True)
     finally:
@@ -76,7 +87,16 @@ def test_transfer_experiment_end_to_end_with_tiny_settings(tmp_path, monkeypatch
     ]
     for row in result.rows:
         assert row["seeds"] == 2 and len(row["runs"]) == 2
-        assert all(0.0 <= a <= 1.0 for a in row["runs"])
         assert row["mean"] == pytest.approx(sum(row["runs"]) / 2, abs=1e-4)
+    # the source, then every row's seeds in order; one run (10/class, head, seed 0) by hand:
+    # its model's accuracy on the target test images (classes 5-9 relabelled 0-4)
+    assert len(trained) == 1 + 8 * 2
+    model, data = trained[3]
+    test = data.splits["test"]
+    assert set(test.labels.tolist()) == set(range(5))
+    with torch.no_grad():
+        x = prepare_batch(test.images, data.spec.mean, data.spec.std)
+        right = model.eval()(x).argmax(1) == test.labels
+    assert result.rows[1]["runs"][0] == pytest.approx(right.float().mean().item(), abs=1e-4)
     assert (tmp_path / "t" / "transfer.png").stat().st_size > 5000
     assert (tmp_path / "t" / "source" / "model.safetensors").is_file()

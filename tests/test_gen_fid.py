@@ -16,6 +16,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from cnnzoo.data.fashion_mnist import load_fashion_mnist_mini
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.generative.evaluate import evaluate_reconstruction
+from cnnzoo.families.generative.job import fid_samples_for
 from cnnzoo.models.generative.vae import VAE
 from cnnzoo.tasks.fid import (
     FID_NAME,
@@ -26,8 +28,6 @@ from cnnzoo.tasks.fid import (
     fid_extractor,
     fid_metric,
 )
-from cnnzoo.workflows.gen_evaluate import evaluate_reconstruction
-from cnnzoo.workflows.generative import fid_samples_for
 from cnnzoo.workflows.train import TrainConfig, train
 
 

@@ -22,11 +22,11 @@ from typer.testing import CliRunner
 from cnnzoo.cli import app
 from cnnzoo.data.translation import SHOES_CLASSES, TranslationData, builtin_task
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.generative.evaluate import evaluate_reconstruction, evaluate_translation
+from cnnzoo.families.generative.job import translation_scores_for
 from cnnzoo.tasks.fid import compute_fid, fid_extractor
 from cnnzoo.tasks.gan import GANTask, to_signed
 from cnnzoo.tasks.translation_metrics import UnpairedTranslationScores, grey
-from cnnzoo.workflows.gen_evaluate import evaluate_reconstruction, evaluate_translation
-from cnnzoo.workflows.generative import translation_scores_for
 from cnnzoo.workflows.train import TrainConfig, train
 
 SNEAKER, ANKLE_BOOT = SHOES_CLASSES

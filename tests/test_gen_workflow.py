@@ -13,7 +13,7 @@ from PIL import Image
 
 from cnnzoo.data.translation import PairedFolders, parse_translation_data, sobel_edges
 from cnnzoo.errors import CnnzooError
-from cnnzoo.workflows.gen_evaluate import evaluate_reconstruction
+from cnnzoo.families.generative.evaluate import evaluate_reconstruction
 from cnnzoo.workflows.sample import sample, translate
 from cnnzoo.workflows.train import TrainConfig, train
 

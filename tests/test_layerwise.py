@@ -71,15 +71,30 @@ def test_layerwise_end_to_end_with_tiny_settings(tmp_path, monkeypatch):
     )  # fmt: skip
     monkeypatch.setattr(lw, "QUICK", tiny)
     monkeypatch.setattr(lw, "_dataset", lambda: "fashion-mnist-mini")
+    nets = []
+
+    class KeptLevelNet(lw.LevelNet):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            nets.append(self)
+
+    monkeypatch.setattr(lw, "LevelNet", KeptLevelNet)
     result = run_experiment("layerwise", out=tmp_path / "lw", quick=True)
     assert [(r["variant"], r["method"]) for r in result.rows] == [
         (v, m) for v in ("relu-bn", "sigmoid") for m in ("greedy", "end-to-end")
     ]
     for row in result.rows:
         assert row["steps"] == 7 and row["levels"] == 3  # same budget, full depth at the end
-        assert 0.0 <= row["accuracy"] <= 1.0
         assert len(row["accuracy_curve"]) == 4  # steps 2, 4, 6 and the last
         assert row["accuracy_curve"][-1] == pytest.approx(row["accuracy"], abs=1e-4)
+    # each row's accuracy is its trained net's, by hand, on the first 40 test images
+    _, _, test_x, test_y = lw.load_data("fashion-mnist-mini")
+    assert len(nets) == len(result.rows)
+    for row, net in zip(result.rows, nets, strict=True):
+        assert net.depth == 3
+        with torch.no_grad():
+            right = net.eval()(test_x[:40]).argmax(1) == test_y[:40]
+        assert row["accuracy"] == pytest.approx(right.float().mean().item(), abs=1e-4)
     payload = json.loads((tmp_path / "lw" / "results.json").read_text())
     assert payload["figures"] == ["layerwise.png"]
     assert (tmp_path / "lw" / "layerwise.png").read_bytes()[:4] == b"\x89PNG"

@@ -26,6 +26,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_scenes(tmp_path_factory.mktemp("s") / "scenes", n_train=16, n_test=4, size=32)
 
 
+@pytest.mark.slow
 def test_train_eval_predict(scenes: Path, tmp_path: Path) -> None:
     out = tmp_path / "fcn"
     trained = run(

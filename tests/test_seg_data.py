@@ -9,11 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnzoo.data.cityscapes import (
+from cnnzoo.data.formats.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_ID_TO_TRAIN_ID,
     CityscapesSegmentation,
 )
+from cnnzoo.data.formats.voc import VOC_CLASSES, VOCSegmentation
 from cnnzoo.data.segmentation import (
     IGNORE_INDEX,
     MaskFolderDataset,
@@ -21,7 +22,6 @@ from cnnzoo.data.segmentation import (
     load_mask,
     parse_seg_data,
 )
-from cnnzoo.data.voc import VOC_CLASSES, VOCSegmentation
 from cnnzoo.errors import CnnzooError
 
 

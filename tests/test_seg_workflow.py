@@ -13,9 +13,9 @@ from PIL import Image
 from cnnzoo.data.scenes import SCENE_CLASSES, generate_scenes
 from cnnzoo.data.segmentation import load_mask
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.segmentation.evaluate import evaluate_segmentation
+from cnnzoo.families.segmentation.predict import predict_segmentation
 from cnnzoo.rundir import RunDir
-from cnnzoo.workflows.seg_evaluate import evaluate_segmentation
-from cnnzoo.workflows.seg_predict import predict_segmentation
 from cnnzoo.workflows.train import TrainConfig, train
 
 TINY_UNET = {"width": 4, "depth": 2}
@@ -52,9 +52,10 @@ def test_training_fills_the_run_directory(unet_run) -> None:
     run = unet_run.run_dir
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["task"] == "segmentation"
-    assert 0.0 <= metrics["metrics"]["test/miou"] <= 1.0
-    assert 0.0 <= metrics["metrics"]["test/pixel_accuracy"] <= 1.0
     assert list(metrics["class_iou"]) == SCENE_CLASSES
+    # mIoU is the mean over the classes that occur (None: neither labelled nor predicted)
+    ious = [v for v in metrics["class_iou"].values() if v is not None]
+    assert metrics["metrics"]["test/miou"] == pytest.approx(np.mean(ious), abs=1e-5)
     spec = json.loads((run / "model.json").read_text())
     assert spec["task"] == "segmentation" and spec["kwargs"]["num_classes"] == 11
     for png in ("curves.png", "class_iou.png", "test_overlays.png", "overlays/epoch_002.png"):
@@ -64,6 +65,28 @@ def test_training_fills_the_run_directory(unet_run) -> None:
     assert len(rows) == 3
     config = (run / "config.yaml").read_text()
     assert "optimizer: adamw" in config and "batch_size: 8" in config  # segmentation defaults
+
+
+def test_test_metrics_are_those_of_the_saved_models_predictions(unet_run, scenes: Path) -> None:
+    from cnnzoo.data.folder import load_image
+    from cnnzoo.data.transforms import normalize_batch
+
+    model, spec = RunDir.open(unet_run.run_dir).load_model()
+    files = sorted((scenes / "images" / "test").glob("*.png"))
+    x = torch.stack([load_image(f, 3) for f in files])
+    y = torch.stack([load_mask(scenes / "masks" / "test" / f.name) for f in files])
+    with torch.no_grad():
+        pred = model(normalize_batch(x, spec["data"]["mean"], spec["data"]["std"])).argmax(1)
+    # by hand: the share of right pixels; IoU per class that occurs, averaged
+    ious = []
+    for c in range(len(SCENE_CLASSES)):
+        union = int(((pred == c) | (y == c)).sum())
+        if union:
+            ious.append(int(((pred == c) & (y == c)).sum()) / union)
+    pixel_accuracy = (pred == y).float().mean().item()
+    metrics = json.loads((unet_run.run_dir / "metrics.json").read_text())["metrics"]
+    assert metrics["test/pixel_accuracy"] == pytest.approx(pixel_accuracy, abs=1e-5)
+    assert metrics["test/miou"] == pytest.approx(np.mean(ious), abs=1e-5)
 
 
 def test_training_lowers_the_loss(unet_run) -> None:
@@ -165,7 +188,7 @@ def test_backbone_must_match_the_weights(scenes: Path, tmp_path: Path, tiny_cfg)
 
 def test_pspnet_encoder_from_a_small_input_resnet_run(tmp_path: Path) -> None:
     import cnnzoo
-    from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
+    from cnnzoo.families.backbones import backbone_model_args, load_backbone_weights
 
     torch.manual_seed(0)
     cls = cnnzoo.create_model("resnet18", num_classes=10, in_channels=1, small_input=True)

@@ -161,10 +161,23 @@ def test_vanishing_gradients_end_to_end_with_tiny_settings(tmp_path, monkeypatch
     )  # fmt: skip
     monkeypatch.setattr(vg, "QUICK", tiny)
     monkeypatch.setattr(vg, "_dataset", lambda: "fashion-mnist-mini")
+    test_errors = []
+    train_net = vg.train_net
+
+    def train_and_measure(model, data, s):
+        curve = train_net(model, data, s)
+        with torch.no_grad():  # the trained net's test error by hand, before anything else
+            wrong = model.eval()(data[2][:40]).argmax(1) != data[3][:40]
+        test_errors.append(wrong.float().mean().item())
+        return curve
+
+    monkeypatch.setattr(vg, "train_net", train_and_measure)
     result = run_experiment("vanishing-gradients", out=tmp_path / "vg", quick=True)
     assert [r["net"] for r in result.rows] == ["plain-20", "resnet-20", "plain-20 sigmoid no-BN"]
-    for row in result.rows[:2]:
-        assert 0.0 <= row["train_error"] <= 1.0 and 0.0 <= row["test_error"] <= 1.0
+    for row, test_error in zip(result.rows[:2], test_errors, strict=True):
+        assert row["test_error"] == pytest.approx(test_error, abs=1e-4)
+        # the running training error of the last interval: steps 3 and 4, 16 images
+        assert row["train_error"] * 16 == pytest.approx(round(row["train_error"] * 16), abs=1e-3)
         assert row["params"] == 269434  # one input channel
         assert float(row["ratio_init"]) > 0 and float(row["ratio_trained"]) > 0
     assert result.rows[2]["train_error"] == "-"

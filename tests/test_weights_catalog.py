@@ -203,7 +203,7 @@ def test_predict_preprocessing_is_torchvisions_resize_then_centre_crop(tmp_path,
     from torchvision.transforms.v2 import functional as TF
 
     from cnnzoo.data.folder import load_image
-    from cnnzoo.workflows.predict import load_for_model
+    from cnnzoo.families.classification.predict import load_for_model
 
     rng = np.random.default_rng(0)
     path = tmp_path / "x.png"

@@ -271,7 +271,7 @@ def test_backbone_weights_by_name_download_into_a_segmentation_encoder(
 ):
     """`cnnzoo train fcn8s --backbone squeezenet1_1 --backbone-weights NAME`: the encoder is
     fetched by name and holds torchvision's ImageNet features."""
-    from cnnzoo.workflows.backbones import load_backbone_weights
+    from cnnzoo.families.backbones import load_backbone_weights
 
     seg = cnnzoo.create_model("fcn8s", num_classes=5, backbone="squeezenet1_1")
     summary = load_backbone_weights(seg, NAME)

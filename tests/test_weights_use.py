@@ -35,7 +35,7 @@ def test_a_name_opens_as_a_run_with_the_catalog_entry():
 
 
 def test_eval_by_name_reproduces_the_metric_and_writes_plots_outside_the_package(home):
-    from cnnzoo.workflows.evaluate import evaluate
+    from cnnzoo.families.classification.evaluate import evaluate
 
     result = evaluate(NAME, data="fashion-mnist-mini")  # the bundled 1,000 test images
     assert 0.85 < result.accuracy <= 1.0
@@ -83,7 +83,7 @@ def test_finetune_and_weights_start_from_the_named_set(tiny_cfg):
 
 
 def test_backbone_weights_by_name_fill_a_detector(tiny_cfg):
-    from cnnzoo.workflows.backbones import backbone_source, load_backbone_weights
+    from cnnzoo.families.backbones import backbone_source, load_backbone_weights
 
     assert backbone_source(NAME) == ("convnet", {"widths": [32, 64, 128]})
     det = cnnzoo.create_model("yolov3", num_classes=10, backbone="convnet", widths=[32, 64, 128])
@@ -95,7 +95,7 @@ def test_backbone_weights_by_name_fill_a_detector(tiny_cfg):
 
 
 def test_backbone_weights_of_another_task_are_refused():
-    from cnnzoo.workflows.backbones import backbone_source
+    from cnnzoo.families.backbones import backbone_source
 
     ws = cnnzoo.weights.list_weights(task="segmentation")
     if not ws:

@@ -102,7 +102,7 @@ def register_model(
             small_input=small_input,
             small_input_below=min_input_size if small_input_below is None else small_input_below,
             torchvision=torchvision,
-            family=family or key.rstrip("0123456789_bn"),
+            family=family or key,  # a model of its own family unless told
             builder=fn,
             defaults=dict(defaults),
         )

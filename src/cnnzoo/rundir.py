@@ -94,14 +94,17 @@ class RunDir:
                 return
 
     @classmethod
-    def open(cls, path: str | Path) -> RunDir:
+    def open(cls, path: str | Path | RunDir) -> RunDir:
         """Open an existing run directory, the folder of a ``model.safetensors`` file, or a
-        named weight set (``resnet20.fmnist``: a :class:`WeightsRun`).
+        named weight set (``resnet20.fmnist``: a :class:`WeightsRun`); a run already opened is
+        returned as it is.
 
         Raises:
             CnnzooError: if there are no weights and spec to rebuild the model, or the name
                 is not a weight set.
         """
+        if isinstance(path, RunDir):
+            return path
         p = Path(path)
         if not p.exists():
             from cnnzoo.weights.catalog import get, looks_like_weight_name
@@ -176,7 +179,7 @@ class RunDir:
         """Write ``model.safetensors`` and ``model.json`` (the spec to rebuild the model).
 
         A pruned model's spec carries ``"shapes"`` (see
-        :func:`cnnzoo.compress.shapes.module_shapes`), applied by :meth:`load_model`.
+        :func:`cnnzoo.models.shapes.module_shapes`), applied by :meth:`load_model`.
         """
         from safetensors.torch import save
 
@@ -207,7 +210,7 @@ class RunDir:
         spec = self.read_spec()
         model = create_model(spec["model"], **spec.get("kwargs", {}))
         if spec.get("shapes"):  # a pruned model: resize its layers before loading the weights
-            from cnnzoo.compress.shapes import apply_module_shapes
+            from cnnzoo.models.shapes import apply_module_shapes
 
             apply_module_shapes(model, spec["shapes"])
         state = read_state_dict(self.weights)

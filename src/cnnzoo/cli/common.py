@@ -141,8 +141,33 @@ def parse_floats(text: str | None, option: str) -> list[float] | None:
         raise CnnzooError(f"{option} expects numbers separated by commas, got {text!r}") from None
 
 
-def run_task(run: str) -> str:
-    """Return the task of a run directory or weights file (default classification)."""
+def open_run(run: str) -> tuple[Any, Any]:
+    """Open a run directory, weights file or weight set name, and its task family.
+
+    Returns:
+        ``(RunDir, Family)``.
+
+    Raises:
+        CnnzooError: if ``run`` is none of those.
+    """
+    from cnnzoo.families import family_for
     from cnnzoo.rundir import RunDir
 
-    return RunDir.open(run).read_spec().get("task", "classification")
+    opened = RunDir.open(run)
+    return opened, family_for(opened.read_spec().get("task", "classification"))
+
+
+def print_evaluation(result: Any) -> None:
+    """Print a :class:`~cnnzoo.families.base.Evaluation`: its per-class table under its
+    title, or its metrics and notes as one table; then the files it wrote."""
+    if result.columns:
+        table = Table(title=result.title)
+        for i, col in enumerate(result.columns):
+            table.add_column(col, justify="left" if i == 0 else "right")
+        for row in result.rows:
+            table.add_row(*row)
+        console.print(table)
+    else:
+        print_metrics(result.title, result.metrics, result.notes)
+    for what, path in result.files:
+        console.print(f"{what}: {path}", highlight=False, soft_wrap=True)

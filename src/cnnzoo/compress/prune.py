@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.layers.residual import PrunableZeroPadShortcut
 
 PRUNE_KINDS = ("structured", "unstructured", "unstructured-layer")
 IMPORTANCES = ("l1", "bn", "taylor")
@@ -299,46 +300,6 @@ def unstructured_prune(
 
 
 # -- structured --------------------------------------------------------------------------
-class PrunableZeroPadShortcut(nn.Module):
-    """Option-A shortcut with an explicit channel map, so channels can be removed on both sides.
-
-    Output channel ``j`` is input channel ``source[j]``, or zero where ``source[j]`` equals
-    ``in_channels``. Built from a :class:`~cnnzoo.layers.residual.ZeroPadShortcut` it
-    computes the same function (``source = 0, 1, ..., in - 1, then in for the padding``).
-    Removing input channel ``i`` turns the outputs it fed into zero channels; removing
-    output channel ``j`` drops it from the map. The map is a buffer, saved with the weights.
-
-    Args:
-        in_channels: channels of the input.
-        out_channels: channels of the output.
-        stride: spatial subsampling, as in the original shortcut.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.stride = stride
-        source = torch.full((out_channels,), in_channels, dtype=torch.long)
-        n = min(in_channels, out_channels)
-        source[:n] = torch.arange(n)
-        self.register_buffer("source", source)
-
-    @classmethod
-    def from_zero_pad(cls, shortcut: nn.Module, in_channels: int) -> PrunableZeroPadShortcut:
-        """Return the equivalent of ``shortcut`` (a ZeroPadShortcut with ``in_channels``)."""
-        return cls(in_channels, in_channels + shortcut.extra_channels, shortcut.stride)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        # one zero channel appended at index in_channels, then gathered into place
-        return torch.nn.functional.pad(x, (0, 0, 0, 0, 0, 1)).index_select(1, self.source)
-
-    def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
-
-
 def _shortcut_pruner() -> Any:
     """torch-pruning's custom pruner for :class:`PrunableZeroPadShortcut`."""
     import torch_pruning as tp

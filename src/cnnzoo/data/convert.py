@@ -23,10 +23,11 @@ from typing import Any
 
 import yaml
 
-from cnnzoo.data.coco import coco_image_dirs
-from cnnzoo.data.detection import DetectionDataset, open_det_dataset, parse_det_data
-from cnnzoo.data.voc import VOC_CLASSES_FILE, VOC_DET_CLASSES
-from cnnzoo.data.yolo import read_data_yaml, yolo_label_path
+from cnnzoo.data.det_sources import open_det_dataset, parse_det_data
+from cnnzoo.data.detection import DetectionDataset
+from cnnzoo.data.formats.coco import coco_image_dirs
+from cnnzoo.data.formats.voc import VOC_CLASSES_FILE, VOC_DET_CLASSES
+from cnnzoo.data.formats.yolo import read_data_yaml, yolo_label_path
 from cnnzoo.errors import CnnzooError
 from cnnzoo.files import atomic_write_text
 
@@ -78,9 +79,9 @@ def write_coco(
         out_json: the JSON file to write.
         images_relative_to: leave the images where they are and write ``file_name`` relative
             to this folder. None: link/copy the images into the first folder of
-            :func:`~cnnzoo.data.coco.coco_image_dirs` (``ROOT/images/SPLIT`` for
+            :func:`~cnnzoo.data.formats.coco.coco_image_dirs` (``ROOT/images/SPLIT`` for
             ``ROOT/annotations/instances_SPLIT.json``, else ``images/`` next to the JSON),
-            where :class:`~cnnzoo.data.coco.COCODetection` finds them.
+            where :class:`~cnnzoo.data.formats.coco.COCODetection` finds them.
 
     Returns:
         the JSON path.
@@ -236,7 +237,7 @@ def convert(src_spec: str, dst_spec: str, split: str = "train", overwrite: bool 
     """Convert detection data from one format to another.
 
     Args:
-        src_spec: a data spec (see :func:`~cnnzoo.data.detection.parse_det_data`).
+        src_spec: a data spec (see :func:`~cnnzoo.data.det_sources.parse_det_data`).
         dst_spec: ``coco:OUT.json``, ``voc:OUT_ROOT`` or ``yolo:OUT_ROOT`` (a path ending in
             ``.yaml`` means its folder).
         split: the split read (VOC image set, YOLO/scenes split) and written (VOC image set,

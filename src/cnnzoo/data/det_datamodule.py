@@ -3,7 +3,7 @@ becomes batches of uint8 images (padded to a common size) and lists of targets, 
 flipped together with their boxes by :func:`cnnzoo.data.detection.detection_transform`, and
 normalised on the device.
 
-``--data`` names the source (see :func:`cnnzoo.data.detection.parse_det_data`):
+``--data`` names the source (see :func:`cnnzoo.data.det_sources.parse_det_data`):
 
 - ``scenes`` or ``scenes:PATH``: the synthetic scenes (``train`` / ``test``; the validation
   split is held out of ``train``);
@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cnnzoo.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec
+from cnnzoo.data.det_sources import open_det_dataset, parse_det_data
 from cnnzoo.data.detection import (
     DetectionDataset,
     DetSample,
@@ -37,8 +38,6 @@ from cnnzoo.data.detection import (
     DetTransform,
     detection_collate,
     detection_transform,
-    open_det_dataset,
-    parse_det_data,
 )
 from cnnzoo.data.splits import SplitDataModule
 from cnnzoo.data.transforms import normalize_batch
@@ -204,7 +203,7 @@ class DetectionData(SplitDataModule):
             bases["train"] = self._open("train")
             bases["test"] = self._open("test")
         elif scheme == "coco":
-            from cnnzoo.data.coco import COCODetection
+            from cnnzoo.data.formats.coco import COCODetection
 
             ann = Path(path)
             images = Path(self.images_dir).expanduser() if self.images_dir else None
@@ -216,7 +215,7 @@ class DetectionData(SplitDataModule):
                         other, _coco_sibling(images, split, folder=True), channels=self.channels
                     )
         elif scheme == "voc":
-            from cnnzoo.data.voc import VOCDetection
+            from cnnzoo.data.formats.voc import VOCDetection
 
             bases["train"] = VOCDetection(path, "train", channels=self.channels)
             lists = bases["train"].root / "ImageSets" / "Main"  # type: ignore[attr-defined]
@@ -224,7 +223,7 @@ class DetectionData(SplitDataModule):
                 if (lists / f"{split}.txt").is_file():
                     bases[split] = VOCDetection(path, split, channels=self.channels)
         else:
-            from cnnzoo.data.yolo import read_data_yaml
+            from cnnzoo.data.formats.yolo import read_data_yaml
 
             entries = read_data_yaml(Path(path))
             bases["train"] = self._open("train")

@@ -14,9 +14,9 @@ and has ``.class_names`` (``list[str]``, label ``i`` is ``class_names[i]``) and 
 
 Formats:
 
-- :class:`cnnzoo.data.coco.COCODetection`: a COCO ``instances`` JSON (bbox ``x, y, w, h``);
-- :class:`cnnzoo.data.voc.VOCDetection`: Pascal VOC XML (1-based inclusive boxes);
-- :class:`cnnzoo.data.yolo.YOLODetection`: YOLO txt labels + ``data.yaml``;
+- :class:`cnnzoo.data.formats.coco.COCODetection`: a COCO ``instances`` JSON (bbox ``x, y, w, h``);
+- :class:`cnnzoo.data.formats.voc.VOCDetection`: Pascal VOC XML (1-based inclusive boxes);
+- :class:`cnnzoo.data.formats.yolo.YOLODetection`: YOLO txt labels + ``data.yaml``;
 - ``scenes``: the synthetic scenes' COCO JSON (:mod:`cnnzoo.data.scenes`).
 
 Box policy (:func:`check_boxes`, applied when the annotations are read): a box with zero or
@@ -27,13 +27,12 @@ outside is dropped and counted.
 :func:`detection_transform` resizes and flips an image with its boxes
 (``torchvision.transforms.v2`` on ``tv_tensors.BoundingBoxes``) and then drops degenerate
 boxes like ``SanitizeBoundingBoxes``; :func:`detection_collate` batches samples of different
-sizes; :func:`parse_det_data` splits a ``"scheme:path"`` data spec and
-:func:`open_det_dataset` opens one.
+sizes. The formats (:mod:`cnnzoo.data.formats`) build on these records and know nothing
+above them; :mod:`cnnzoo.data.det_sources` turns a ``"scheme:path"`` data spec into a dataset.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -399,87 +398,3 @@ def detection_collate(
     for i, im in enumerate(images):
         batch[i, :, : im.shape[1], : im.shape[2]] = im
     return batch, [s[1] for s in samples]
-
-
-# --------------------------------------------------------------------------------------------
-# Data specs
-# --------------------------------------------------------------------------------------------
-
-
-def parse_det_data(spec: str) -> tuple[str, str]:
-    """Split a detection data spec.
-
-    Forms: ``coco:ANNOTATIONS.json``, ``voc:PATH`` (VOCdevkit/VOC2007 or VOC2012),
-    ``yolo:DATA.yaml``, ``scenes`` (the generated scenes in the data cache) or
-    ``scenes:PATH`` (a folder written by :func:`~cnnzoo.data.scenes.generate_scenes`). The
-    scheme is case-insensitive; ``~`` in the path is expanded.
-
-    Returns:
-        ``(scheme, path)``, the scheme in lower case; path ``""`` for a bare ``scenes``.
-
-    Raises:
-        CnnzooError: for an unknown scheme (listing the valid forms) or a missing path.
-    """
-    valid = "coco:ANN.json, voc:PATH, yolo:DATA.yaml, scenes or scenes:PATH"
-    scheme, sep, path = spec.partition(":")
-    scheme = scheme.strip().lower()
-    path = path.strip()
-    if scheme not in DET_DATA_SCHEMES:
-        raise CnnzooError(f"detection data {spec!r} is not understood: expected one of {valid}")
-    if scheme == "scenes":
-        return scheme, os.path.expanduser(path) if path else ""
-    if not sep or not path:
-        raise CnnzooError(f"detection data {spec!r} has no path: expected {scheme}:PATH")
-    return scheme, os.path.expanduser(path)
-
-
-def open_det_dataset(
-    spec: str,
-    split: str = "train",
-    channels: int = 3,
-    transform: DetTransform | None = None,
-    data_dir: str | os.PathLike[str] | None = None,
-) -> DetectionDataset:
-    """Open the dataset a spec names (see :func:`parse_det_data`).
-
-    Args:
-        spec: the data spec.
-        split: the split to read (VOC image set, YOLO ``train``/``val``/``test``, scenes
-            ``train``/``test``); ignored for ``coco:`` (one JSON is one split).
-        channels: 1 or 3.
-        transform: optional function of ``(image, target)``.
-        data_dir: where a bare ``scenes`` is generated (see
-            :func:`cnnzoo.data.seg_datamodule.scenes_root`).
-
-    Returns:
-        the dataset.
-
-    Raises:
-        CnnzooError: for a bad spec or any loader error.
-    """
-    scheme, path = parse_det_data(spec)
-    if scheme == "coco":
-        from cnnzoo.data.coco import COCODetection
-
-        return COCODetection(path, channels=channels, transform=transform)
-    if scheme == "voc":
-        from cnnzoo.data.voc import VOCDetection
-
-        return VOCDetection(path, split=split, channels=channels, transform=transform)
-    if scheme == "yolo":
-        from cnnzoo.data.yolo import YOLODetection
-
-        return YOLODetection(path, split=split, channels=channels, transform=transform)
-    from cnnzoo.data.coco import COCODetection
-    from cnnzoo.data.scenes import SCENE_SPLITS
-
-    if split not in SCENE_SPLITS:
-        raise CnnzooError(f"unknown scenes split {split!r}: expected 'train' or 'test'")
-    if path:
-        root = Path(path)
-    else:
-        from cnnzoo.data.seg_datamodule import default_scenes
-
-        root = default_scenes(data_dir)
-    ann = root / "annotations" / f"instances_{split}.json"
-    return COCODetection(ann, channels=channels, transform=transform)

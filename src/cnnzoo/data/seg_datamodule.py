@@ -300,14 +300,14 @@ class SegmentationData(SplitDataModule):
         )
 
     def _voc(self, root: Path) -> tuple[dict[str, SegmentationDataset], list[str]]:
-        from cnnzoo.data.voc import VOC_CLASSES, VOCSegmentation
+        from cnnzoo.data.formats.voc import VOC_CLASSES, VOCSegmentation
 
         train = VOCSegmentation(root, "train", channels=self.channels)
         val = VOCSegmentation(root, "val", channels=self.channels)
         return {"train": train, "val": val, "test": val}, list(VOC_CLASSES)
 
     def _cityscapes(self, root: Path) -> tuple[dict[str, SegmentationDataset], list[str]]:
-        from cnnzoo.data.cityscapes import CITYSCAPES_CLASSES, CityscapesSegmentation
+        from cnnzoo.data.formats.cityscapes import CITYSCAPES_CLASSES, CityscapesSegmentation
 
         train = CityscapesSegmentation(root, "train", channels=self.channels)
         val = CityscapesSegmentation(root, "val", channels=self.channels)

@@ -15,8 +15,8 @@ Formats:
 - :class:`MaskFolderDataset`: your own ``images/`` + ``masks/`` folders, paired by file stem;
   masks are single-channel PNGs (mode ``L``, or palette mode ``P`` where the palette *index* is
   the label);
-- :class:`cnnzoo.data.voc.VOCSegmentation`: Pascal VOC 2012, 21 classes, 255 = void;
-- :class:`cnnzoo.data.cityscapes.CityscapesSegmentation`: Cityscapes, 19 train ids.
+- :class:`cnnzoo.data.formats.voc.VOCSegmentation`: Pascal VOC 2012, 21 classes, 255 = void;
+- :class:`cnnzoo.data.formats.cityscapes.CityscapesSegmentation`: Cityscapes, 19 train ids.
 
 :func:`joint_transform` resizes / crops / flips an image and its mask together, and
 :func:`parse_seg_data` splits a ``"scheme:path"`` data spec.

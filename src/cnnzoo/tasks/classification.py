@@ -17,21 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from cnnzoo.errors import CnnzooError
+from cnnzoo.errors import CnnzooError, NonFiniteLossError
 from cnnzoo.models.base import AuxOutput
 from cnnzoo.tasks.finetune import HEAD, parameter_stages
 from cnnzoo.tasks.optim import optimizer_config
 
 LOSSES = ("cross_entropy", "nll", "kl")
-
-
-class NonFiniteLossError(CnnzooError):
-    """The training loss became NaN or infinite."""
-
-    def __init__(self, step: int, epoch: int, value: float) -> None:
-        super().__init__(f"loss became {value} at step {step} (epoch {epoch})")
-        self.step = step
-        self.epoch = epoch
 
 
 def classification_loss(

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
-from cnnzoo.tasks.classification import NonFiniteLossError
+from cnnzoo.errors import NonFiniteLossError
 from cnnzoo.tasks.optim import optimizer_config
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]

@@ -33,8 +33,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
-from cnnzoo.errors import CnnzooError
-from cnnzoo.tasks.classification import NonFiniteLossError
+from cnnzoo.errors import CnnzooError, NonFiniteLossError
 from cnnzoo.tasks.fid import TestFID, log_test_fid
 from cnnzoo.tasks.translation_metrics import PairedTranslationScores, UnpairedTranslationScores
 

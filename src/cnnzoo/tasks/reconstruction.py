@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
-from cnnzoo.tasks.classification import NonFiniteLossError
+from cnnzoo.errors import NonFiniteLossError
 from cnnzoo.tasks.fid import TestFID, log_test_fid
 from cnnzoo.tasks.optim import optimizer_config
 

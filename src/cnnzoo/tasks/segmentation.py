@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from cnnzoo.errors import NonFiniteLossError
 from cnnzoo.models.base import AuxOutput
-from cnnzoo.tasks.classification import NonFiniteLossError
 from cnnzoo.tasks.optim import optimizer_config
 
 IGNORE_INDEX = 255

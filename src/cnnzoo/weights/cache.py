@@ -33,7 +33,7 @@ from cnnzoo.weights.storage import read_state_dict
 _CHUNK = 1 << 16
 _TIMEOUT_S = 30.0
 _BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
-_verified: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) hashed in this process
+_verified: set[tuple[str, int, int, str]] = set()  # (path, size, mtime_ns, sha256) checked
 
 
 def cnnzoo_home() -> Path:
@@ -233,7 +233,7 @@ def _finish(ws: WeightSet, part: Path, dest: Path) -> Path:
         part.unlink(missing_ok=True)
         raise
     publish(part, dest)
-    _remember(dest)
+    _remember(ws, dest)
     return dest
 
 
@@ -323,21 +323,22 @@ def verify(names: list[str] | None = None) -> list[Verified]:
     return out
 
 
-def _key(path: Path) -> tuple[str, int, int]:
+def _key(path: Path, sha256: str) -> tuple[str, int, int, str]:
     st = path.stat()
-    return (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    return (str(path.resolve()), st.st_size, st.st_mtime_ns, sha256.lower())
 
 
-def _remember(path: Path) -> None:
-    _verified.add(_key(path))
+def _remember(ws: WeightSet, path: Path) -> None:
+    _verified.add(_key(path, ws.sha256))
     if not path.is_relative_to(SHIPPED):
-        _write_record(path)
+        _write_record(path, ws.sha256)
 
 
 def _check_once(ws: WeightSet, path: Path) -> None:
-    """Verify a file before its first use in this process; a cached file whose size and
-    modification time match the record written when it was verified is not re-hashed."""
-    key = _key(path)
+    """Verify a file before its first use in this process (against this entry's hash); a
+    cached file whose size, modification time and expected hash match the record written
+    when it was verified is not re-hashed."""
+    key = _key(path, ws.sha256)
     if key in _verified or _read_record(path) == list(key[1:]):
         return
     try:
@@ -345,7 +346,7 @@ def _check_once(ws: WeightSet, path: Path) -> None:
     except CnnzooError as err:
         hint = "reinstall cnnzoo" if ws.shipped else "delete it and run again to re-download"
         raise CnnzooError(f"{err} ({hint})") from None
-    _remember(path)
+    _remember(ws, path)
 
 
 def _record(path: Path) -> Path:
@@ -359,7 +360,7 @@ def _read_record(path: Path) -> list[int] | None:
         return None
 
 
-def _write_record(path: Path) -> None:
+def _write_record(path: Path, sha256: str) -> None:
     # A read-only cache keeps no record: the file is verified again next time.
     with contextlib.suppress(OSError):
-        atomic_write_text(_record(path), json.dumps(list(_key(path)[1:])))
+        atomic_write_text(_record(path), json.dumps(list(_key(path, sha256)[1:])))

@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.assemble import flush_denormals
+from cnnzoo.families.registry import exporting_family
 from cnnzoo.files import atomic_write_text
 from cnnzoo.rundir import RunDir, WeightsRun
 from cnnzoo.summary import count_macs
-from cnnzoo.workflows.assemble import flush_denormals
 from cnnzoo.workflows.compress import input_shape
 
 BATCHES = (1, 32)
@@ -160,12 +161,11 @@ def bench_run(
     """
     from cnnzoo.compress.export import export_onnx
     from cnnzoo.compress.runtime import ort_session
-    from cnnzoo.workflows.evaluate import batch_accuracy, run_data
+    from cnnzoo.families.classification.evaluate import batch_accuracy, run_data
 
     run = RunDir.open(path)
+    exporting_family(run, "bench")
     model, spec = run.load_model()
-    if spec.get("task", "classification") != "classification":
-        raise CnnzooError(f"{path} is a {spec['task']} run; bench measures classifiers")
     shape = input_shape(spec)
     dm, _ = run_data(run, spec, data_dir=data_dir, split="test", batch_size=256)
     params = sum(p.numel() for p in model.parameters())

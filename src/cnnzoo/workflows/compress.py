@@ -32,6 +32,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.registry import exporting_family
 from cnnzoo.rundir import INT8_FILE, RunDir
 from cnnzoo.summary import count_macs
 from cnnzoo.workflows.train import Job, TrainConfig, TrainResult, train
@@ -99,9 +100,8 @@ def _check(cfg: CompressConfig) -> None:
 
 def _source(path: str) -> tuple[RunDir, nn.Module, dict[str, Any], dict[str, Any]]:
     run = RunDir.open(path)
+    exporting_family(run, "compress")
     model, spec = run.load_model()
-    if spec.get("task", "classification") != "classification":
-        raise CnnzooError(f"{path} is a {spec['task']} run; cnnzoo compress works on classifiers")
     return run, model, spec, run.read_config()
 
 
@@ -246,7 +246,7 @@ def _prune(cfg: CompressConfig) -> CompressResult:
         structured_prune,
         unstructured_prune,
     )
-    from cnnzoo.compress.shapes import module_shapes
+    from cnnzoo.models.shapes import module_shapes
     from cnnzoo.registry import create_model
 
     plan = parse_prune(cfg.prune or "")
@@ -292,7 +292,7 @@ def _prune(cfg: CompressConfig) -> CompressResult:
 
 def _taylor_loss(run: RunDir, spec: dict[str, Any]) -> Any:
     """A loss on a few training batches, for Taylor (gradient x weight) channel importance."""
-    from cnnzoo.workflows.evaluate import prepared_batches, run_data
+    from cnnzoo.families.classification.evaluate import prepared_batches, run_data
 
     dm, _ = run_data(run, spec, split="train", batch_size=64)
     batches = []
@@ -386,7 +386,7 @@ def _int8(cfg: CompressConfig) -> CompressResult:
     from cnnzoo.compress.export import device_manifest, export_onnx
     from cnnzoo.compress.quantize import quantize_int8
     from cnnzoo.compress.runtime import ort_logits, ort_session
-    from cnnzoo.workflows.evaluate import batch_accuracy, first_images, run_data
+    from cnnzoo.families.classification.evaluate import batch_accuracy, first_images, run_data
 
     if cfg.calibration < 1:
         raise CnnzooError(f"--calibration must be at least 1 image, got {cfg.calibration}")

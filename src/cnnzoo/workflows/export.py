@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.registry import exporting_family
 from cnnzoo.files import atomic_write_text
 from cnnzoo.rundir import INT8_FILE, RunDir
 from cnnzoo.workflows.compress import input_shape
@@ -68,9 +69,8 @@ def export_run(
         if path.exists() and not overwrite:
             raise CnnzooError(f"{path} already exists; pass --overwrite to replace it")
     run = RunDir.open(run_or_weights)
+    exporting_family(run, "export")
     model, spec = run.load_model()
-    if spec.get("task", "classification") != "classification":
-        raise CnnzooError(f"{run.label} is a {spec['task']} run; export works on classifiers")
     out.parent.mkdir(parents=True, exist_ok=True)
     diff: float | None = None
     checked, inputs = 0, ""
@@ -109,7 +109,7 @@ def _test_images(run: RunDir, spec: dict, n: int) -> tuple[torch.Tensor, str]:
 
     Where the training data is not on this machine, standard-normal noise (seed 0) instead.
     """
-    from cnnzoo.workflows.evaluate import first_images, run_data
+    from cnnzoo.families.classification.evaluate import first_images, run_data
 
     try:
         dm, _ = run_data(run, spec, split="test", batch_size=max(n, 1))

@@ -181,13 +181,12 @@ def _lower_is_better(metric: str) -> bool:
 def best_runs(runs: list[RunRecord], metric: str) -> set[int]:
     """Return the indices of the runs with the best value of ``metric`` among the runs of
     their task (a task's best only where at least two of its runs have the metric)."""
+    groups: dict[str, list[tuple[float, int]]] = {}
+    for i, r in enumerate(runs):
+        if (v := _number(r.metrics.get(metric))) is not None:
+            groups.setdefault(str(r.get("task")), []).append((v, i))
     out: set[int] = set()
-    for task in {str(r.get("task")) for r in runs}:
-        present = [
-            (v, i)
-            for i, r in enumerate(runs)
-            if str(r.get("task")) == task and (v := _number(r.metrics.get(metric))) is not None
-        ]
+    for present in groups.values():
         if len(present) >= 2:
             target = (min if _lower_is_better(metric) else max)(v for v, _ in present)
             out |= {i for v, i in present if v == target}

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.outputs import refuse_existing
 from cnnzoo.rundir import RunDir
-from cnnzoo.workflows.outputs import refuse_existing
 
 
 def _grid_png(images: torch.Tensor, path: Path, nrow: int) -> Path:
@@ -118,7 +118,7 @@ def translate(
     from cnnzoo.data.folder import load_image
 
     model, spec = RunDir.open(run_or_weights).load_model()
-    if spec.get("task") != "translation":
+    if not hasattr(model, "translate"):
         raise CnnzooError(f"{spec['model']} is not an image-translation model")
     data = spec["data"]
     channels = int(spec["kwargs"].get("in_channels", data["in_channels"]))

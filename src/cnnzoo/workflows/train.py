@@ -1,10 +1,9 @@
 """``cnnzoo train``: a registered model on a dataset, with Lightning, into a run directory.
 
 The loop, the checkpoints, the run directory and DDP are shared by every task; what differs
-(data module, model fitting, LightningModule, metric to monitor, plots) is a :class:`Job`
-built by the task's builder: :func:`classification_job` here,
-:func:`cnnzoo.workflows.segmentation.segmentation_job` for segmentation and
-:func:`cnnzoo.workflows.detection.detection_job` for detection.
+(data module, model fitting, LightningModule, metric to monitor, plots) comes from the model's
+task family (:func:`cnnzoo.families.family_for`): its :meth:`~cnnzoo.families.base.Family.job`
+and :meth:`~cnnzoo.families.base.Family.write_plots`.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import io
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -24,132 +23,17 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cnnzoo.data.datamodule import ClassificationData
-from cnnzoo.errors import CnnzooError
+from cnnzoo.errors import CnnzooError, NonFiniteLossError
+from cnnzoo.families import family_for
+from cnnzoo.families.assemble import flush_denormals
+from cnnzoo.families.base import Job, TrainConfig, TrainResult
 from cnnzoo.files import atomic_write_text
 from cnnzoo.models.base import count_params
-from cnnzoo.registry import create_model, model_info
+from cnnzoo.registry import model_info
 from cnnzoo.rundir import RunDir
-from cnnzoo.tasks.classification import ClassificationTask, NonFiniteLossError
-from cnnzoo.tasks.finetune import FineTunePlan, FineTuning, apply_plan
-from cnnzoo.workflows.assemble import fit_model_to_data, flush_denormals
+from cnnzoo.tasks.classification import ClassificationTask
 
 EPOCH_COLUMNS = ("epoch", "step", "seconds", "lr")
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "classification": {
-        "batch_size": 128, "optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "aux_weight": 0.3,
-    },
-    "segmentation": {
-        "batch_size": 16, "optimizer": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "aux_weight": 0.4,
-    },
-    "detection": {
-        "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4, "aux_weight": 0.0,
-    },
-    "reconstruction": {
-        "batch_size": 128, "optimizer": "adam", "weight_decay": 0.0, "aux_weight": 0.0,
-    },
-    "generation": {"batch_size": 64, "optimizer": "adam", "weight_decay": 0.0, "aux_weight": 0.0},
-    "translation": {"batch_size": 4, "optimizer": "adam", "weight_decay": 0.0, "aux_weight": 0.0},
-}  # fmt: skip
-"""Values of the options left unset (None), per task. The generative tasks' learning rate
-is the model's: 1e-3 for autoencoders and VAEs, 2e-4 for GANs."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything ``cnnzoo train`` can be told; saved as the run's ``config.yaml``."""
-
-    model: str
-    data: str = "fashion-mnist"
-    out: str = "runs/run"
-    data_dir: str | None = None
-    epochs: int = 10
-    batch_size: int | None = None
-    optimizer: str | None = None
-    lr: float | None = None
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float | None = None
-    scheduler: str = "onecycle"
-    loss: str = "cross_entropy"
-    label_smoothing: float = 0.0
-    aux_weight: float | None = None
-    augment: bool = True
-    val_fraction: float = 0.1
-    subset: int | None = None
-    image_size: int | None = None
-    seed: int = 0
-    accelerator: str = "auto"
-    devices: int | str = 1
-    num_nodes: int = 1
-    precision: str = "32-true"
-    channels_last: bool = False
-    max_time_minutes: float | None = None
-    num_workers: int = 0
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    classes: list[int] | None = None
-    per_class: int | None = None
-    weights: str | None = None
-    strategy: str | None = None
-    unfreeze: int = 1
-    backbone_lr_scale: float = 1.0
-    unfreeze_every: int = 1
-    resume: bool = False
-    overwrite: bool = False
-    progress: bool = True
-    backbone: str | None = None
-    backbone_weights: str | None = None
-    input_size: list[int] | None = None
-    dice_weight: float = 0.0
-    class_weights: list[float] | None = None
-    snapshots: int = 4
-    images: str | None = None
-    latent: int | None = None
-    beta: float | None = None
-    denoise: str | None = None
-    decay_start: float = 1.0
-    fid_samples: int = 2000
-
-    def resolved(self, task: str) -> TrainConfig:
-        """Return a copy with the options left unset filled with ``task``'s defaults."""
-        defaults = TASK_DEFAULTS.get(task, TASK_DEFAULTS["classification"])
-        unset = {k: v for k, v in defaults.items() if getattr(self, k) is None}
-        return replace(self, **unset)
-
-
-@dataclass
-class Job:
-    """What a task contributes to a training run."""
-
-    task_name: str
-    data: L.LightningDataModule
-    model: torch.nn.Module
-    module: L.LightningModule
-    spec: Any  # DatasetSpec
-    model_args: dict[str, Any]
-    resize_to: Any
-    monitor: str
-    columns: tuple[str, ...]
-    callbacks: list[Callback] = field(default_factory=list)
-    train_columns: tuple[str, ...] | None = None  # metrics logged in training (None: columns)
-    test: bool = True  # run the test loop after training
-    trainable: Any = None
-    notes: dict[str, Any] = field(default_factory=dict)
-    spec_extra: dict[str, Any] = field(default_factory=dict)  # more of model.json (e.g. shapes)
-
-
-@dataclass
-class TrainResult:
-    """What a finished training run reports (also in ``metrics.json``)."""
-
-    run_dir: Path
-    metrics: dict[str, float]
-    seconds: float
-    epochs: int
-    params: int
-    confusion: torch.Tensor | None = None
-    class_names: list[str] = field(default_factory=list)
-    class_iou: torch.Tensor | None = None
-    steps: int = 0
 
 
 class EpochTable(Callback):
@@ -250,94 +134,15 @@ def build_trainer(
     )
 
 
-def classification_job(cfg: TrainConfig) -> Job:
-    """Data, model and LightningModule of a classification run.
-
-    Raises:
-        CnnzooError: for bad data, options that do not fit the model, or segmentation-only
-            options.
-    """
-    for option in ("backbone", "backbone_weights", "input_size", "class_weights", "images"):
-        if getattr(cfg, option) is not None:
-            flag = "--" + option.replace("_", "-")
-            raise CnnzooError(
-                f"{flag} is a segmentation/detection option; {cfg.model} is a classifier"
-            )
-    data = ClassificationData(
-        cfg.data,
-        data_dir=cfg.data_dir,
-        batch_size=cfg.batch_size,
-        val_fraction=cfg.val_fraction,
-        augment=cfg.augment,
-        image_size=cfg.image_size,
-        subset=cfg.subset,
-        seed=cfg.seed,
-        num_workers=cfg.num_workers,
-        classes=cfg.classes,
-        per_class=cfg.per_class,
-    )
-    spec = data.spec
-    model_args, resize_to = fit_model_to_data(
-        cfg.model,
-        spec.in_channels,
-        spec.num_classes,
-        spec.image_size[0],
-        cfg.model_kwargs,
-        pretrained=cfg.weights is not None,
-    )
-    data.resize_to = resize_to
-    model = create_model(cfg.model, weights=cfg.weights, **model_args)
-    callbacks: list[Callback] = []
-    trainable = None
-    if cfg.strategy is not None:
-        plan = FineTunePlan(cfg.strategy, cfg.unfreeze, cfg.backbone_lr_scale, cfg.unfreeze_every)
-        trainable = apply_plan(model, plan)
-        callbacks.append(FineTuning(plan, model))
-    module = ClassificationTask(
-        model,
-        num_classes=spec.num_classes,
-        loss=cfg.loss,
-        label_smoothing=cfg.label_smoothing,
-        aux_weight=cfg.aux_weight,
-        optimizer=cfg.optimizer,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=cfg.nesterov,
-        weight_decay=cfg.weight_decay,
-        scheduler=cfg.scheduler,
-        channels_last=cfg.channels_last,
-        backbone_lr_scale=cfg.backbone_lr_scale,
-    )
-    return Job(
-        "classification", data, model, module, spec, model_args, resize_to,
-        monitor="val/accuracy", columns=("loss", "accuracy"), callbacks=callbacks,
-        trainable=trainable,
-    )  # fmt: skip
-
-
 def build_job(cfg: TrainConfig) -> Job:
-    """Return the :class:`Job` of ``cfg.model``'s task (``cfg`` with its defaults resolved).
+    """Return the :class:`Job` of ``cfg.model``'s task family (``cfg`` with its defaults
+    resolved).
 
     Raises:
-        CnnzooError: for an unknown model, a task ``cnnzoo train`` does not train yet, or
-            bad data and options for the task.
+        CnnzooError: for an unknown model, a task no family trains, or bad data and options
+            for the task.
     """
-    task = model_info(cfg.model).task
-    if task == "classification":
-        return classification_job(cfg)
-    if task == "segmentation":
-        from cnnzoo.workflows.segmentation import segmentation_job
-
-        return segmentation_job(cfg)
-    if task == "detection":
-        from cnnzoo.workflows.detection import detection_job
-
-        return detection_job(cfg)
-    from cnnzoo.workflows.generative import GENERATIVE_TASKS, generative_job
-
-    if task in GENERATIVE_TASKS:
-        return generative_job(cfg)
-    raise CnnzooError(f"{cfg.model!r} is a {task} model; `cnnzoo train` cannot train those yet")
+    return family_for(model_info(cfg.model).task).job(cfg)
 
 
 def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainResult:
@@ -356,7 +161,9 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
             ``overwrite``/``resume``), or a loss that became NaN (the message names the step
             and the last good checkpoint).
     """
-    cfg = cfg.resolved(model_info(cfg.model).task)
+    task = model_info(cfg.model).task
+    family = family_for(task)
+    cfg = cfg.resolved(family.defaults_for(task))
     if _rank() == 0:
         run = RunDir.create(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume)
     else:
@@ -367,7 +174,7 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.devices))
 
     try:
-        job = build_job(cfg)
+        job = family.job(cfg)
         if adapt is not None:
             job = adapt(job)
     except CnnzooError:
@@ -469,25 +276,7 @@ def write_outputs(
             rows, run.plots / "curves.png", title=f"{cfg.model} on {cfg.data}",
             metric=job.columns[1], first=job.columns[0],
         )  # fmt: skip
-    if job.task_name == "segmentation":
-        from cnnzoo.workflows.segmentation import write_segmentation_plots
-
-        write_segmentation_plots(run, cfg, result, job)
-    elif job.task_name == "detection":
-        from cnnzoo.workflows.detection import write_detection_plots
-
-        write_detection_plots(run, cfg, result, job)
-    elif job.task_name in ("reconstruction", "generation", "translation"):
-        from cnnzoo.workflows.generative import write_generative_plots
-
-        write_generative_plots(run, cfg, result, job)
-    elif result.confusion is not None:
-        from cnnzoo.viz.confusion import plot_confusion_matrix
-
-        plot_confusion_matrix(
-            result.confusion, result.class_names, run.plots / "confusion.png",
-            title=f"{cfg.model}: test confusion matrix",
-        )  # fmt: skip
+    family_for(job.task_name).write_plots(run, cfg, result, job)
 
 
 def fit_and_test(

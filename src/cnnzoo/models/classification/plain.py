@@ -12,6 +12,7 @@ projection shortcuts of resnet18/34.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -35,52 +36,42 @@ def _register_cifar() -> Callable[[Callable[..., nn.Module]], Callable[..., nn.M
 
 
 @register_imagenet_classifier(PLAIN_IMAGENET, "plain")
-def plain18(num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> ResNet:
+def plain18(**kwargs: Any) -> ResNet:
     """Plain-18: resnet18 without skip connections (27.94 % top-1 error in Table 2)."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), **locals(), residual=False)
+    return ResNet(BasicBlock, (2, 2, 2, 2), residual=False, **kwargs)
 
 
 @register_imagenet_classifier(PLAIN_IMAGENET, "plain")
-def plain34(num_classes: int = 1000, in_channels: int = 3, small_input: bool = False) -> ResNet:
+def plain34(**kwargs: Any) -> ResNet:
     """Plain-34: resnet34 without skip connections (28.54 % top-1 error in Table 2)."""
-    return ResNet(BasicBlock, (3, 4, 6, 3), **locals(), residual=False)
+    return ResNet(BasicBlock, (3, 4, 6, 3), residual=False, **kwargs)
 
 
 @_register_cifar()
-def plain20(
-    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", norm: bool = True
-) -> CifarResNet:
+def plain20(**kwargs: Any) -> CifarResNet:
     """Plain-20: resnet20 without skip connections."""
-    return CifarResNet(20, **locals(), residual=False)
+    return CifarResNet(20, residual=False, **kwargs)
 
 
 @_register_cifar()
-def plain32(
-    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", norm: bool = True
-) -> CifarResNet:
+def plain32(**kwargs: Any) -> CifarResNet:
     """Plain-32: resnet32 without skip connections."""
-    return CifarResNet(32, **locals(), residual=False)
+    return CifarResNet(32, residual=False, **kwargs)
 
 
 @_register_cifar()
-def plain44(
-    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", norm: bool = True
-) -> CifarResNet:
+def plain44(**kwargs: Any) -> CifarResNet:
     """Plain-44: resnet44 without skip connections."""
-    return CifarResNet(44, **locals(), residual=False)
+    return CifarResNet(44, residual=False, **kwargs)
 
 
 @_register_cifar()
-def plain56(
-    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", norm: bool = True
-) -> CifarResNet:
+def plain56(**kwargs: Any) -> CifarResNet:
     """Plain-56: resnet56 without skip connections (higher error than plain-20, Fig. 6)."""
-    return CifarResNet(56, **locals(), residual=False)
+    return CifarResNet(56, residual=False, **kwargs)
 
 
 @_register_cifar()
-def plain110(
-    num_classes: int = 10, in_channels: int = 3, activation: str = "relu", norm: bool = True
-) -> CifarResNet:
+def plain110(**kwargs: Any) -> CifarResNet:
     """Plain-110: resnet110 without skip connections (the paper reports >60 % error, Fig. 6)."""
-    return CifarResNet(110, **locals(), residual=False)
+    return CifarResNet(110, residual=False, **kwargs)

@@ -10,6 +10,7 @@ with its small-input stem, three stages and option-A shortcuts.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -124,65 +125,30 @@ def _register() -> Callable[[Callable[..., CifarResNet]], Callable[..., CifarRes
 
 
 @_register()
-def resnet20(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    zero_init_residual: bool = False,
-    residual: bool = True,
-    activation: str = "relu",
-    norm: bool = True,
-) -> CifarResNet:
+def resnet20(**kwargs: Any) -> CifarResNet:
     """ResNet-20 (n = 3); the paper lists 0.27 M parameters, 8.75 % CIFAR-10 error."""
-    return CifarResNet(20, **locals())
+    return CifarResNet(20, **kwargs)
 
 
 @_register()
-def resnet32(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    zero_init_residual: bool = False,
-    residual: bool = True,
-    activation: str = "relu",
-    norm: bool = True,
-) -> CifarResNet:
+def resnet32(**kwargs: Any) -> CifarResNet:
     """ResNet-32 (n = 5); the paper lists 0.46 M parameters, 7.51 % CIFAR-10 error."""
-    return CifarResNet(32, **locals())
+    return CifarResNet(32, **kwargs)
 
 
 @_register()
-def resnet44(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    zero_init_residual: bool = False,
-    residual: bool = True,
-    activation: str = "relu",
-    norm: bool = True,
-) -> CifarResNet:
+def resnet44(**kwargs: Any) -> CifarResNet:
     """ResNet-44 (n = 7); the paper lists 0.66 M parameters, 7.17 % CIFAR-10 error."""
-    return CifarResNet(44, **locals())
+    return CifarResNet(44, **kwargs)
 
 
 @_register()
-def resnet56(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    zero_init_residual: bool = False,
-    residual: bool = True,
-    activation: str = "relu",
-    norm: bool = True,
-) -> CifarResNet:
+def resnet56(**kwargs: Any) -> CifarResNet:
     """ResNet-56 (n = 9); the paper lists 0.85 M parameters, 6.97 % CIFAR-10 error."""
-    return CifarResNet(56, **locals())
+    return CifarResNet(56, **kwargs)
 
 
 @_register()
-def resnet110(
-    num_classes: int = 10,
-    in_channels: int = 3,
-    zero_init_residual: bool = False,
-    residual: bool = True,
-    activation: str = "relu",
-    norm: bool = True,
-) -> CifarResNet:
+def resnet110(**kwargs: Any) -> CifarResNet:
     """ResNet-110 (n = 18); the paper lists 1.7 M parameters, 6.43 % CIFAR-10 error."""
-    return CifarResNet(110, **locals())
+    return CifarResNet(110, **kwargs)

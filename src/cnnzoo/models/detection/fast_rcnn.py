@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.detection.ops import box_iou, roi_align, roi_pool
 from cnnzoo.models.detection.postprocess import clip_boxes, postprocess, valid_boxes
@@ -78,7 +79,6 @@ from cnnzoo.models.detection.proposals import (
     decode_deltas,
     encode_boxes,
 )
-from cnnzoo.models.features import build_backbone
 from cnnzoo.registry import register_model
 
 GIRSHICK_2015 = "Girshick, Fast R-CNN, ICCV 2015"

@@ -42,13 +42,6 @@ from cnnzoo.models.detection.coders import SSD_VARIANCES, ssd_decode, ssd_encode
 from cnnzoo.models.detection.ops import box_convert, box_iou, nms, remove_small_boxes
 from cnnzoo.models.detection.postprocess import clip_boxes, valid_boxes
 
-REN_2015 = (
-    "Ren, He, Girshick, Sun, Faster R-CNN: Towards Real-Time Object Detection with Region "
-    "Proposal Networks, NeurIPS 2015"
-)
-UIJLINGS_2013 = (
-    "Uijlings, van de Sande, Gevers, Smeulders, Selective Search for Object Recognition, IJCV 2013"
-)
 PROPOSAL_SOURCES = ("rpn", "selective", "given")
 
 # Largest log size ratio a decoded box may have (as in the R-CNN reference code).

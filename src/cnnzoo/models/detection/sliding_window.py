@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.detection.coders import SSD_VARIANCES, ssd_decode
 from cnnzoo.models.detection.ops import box_convert
 from cnnzoo.models.detection.postprocess import score_candidates, valid_boxes
@@ -74,7 +75,6 @@ from cnnzoo.models.detection.windows import (
     sample_windows,
     sliding_windows,
 )
-from cnnzoo.models.features import build_backbone
 from cnnzoo.registry import register_model
 
 SERMANET_2014 = (

@@ -40,11 +40,11 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
+from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.detection.coders import SSD_VARIANCES, default_boxes, ssd_decode, ssd_encode
 from cnnzoo.models.detection.ops import box_convert, box_iou
 from cnnzoo.models.detection.postprocess import clip_boxes, postprocess
-from cnnzoo.models.features import build_backbone
 from cnnzoo.registry import register_model
 
 LIU_2016 = "Liu et al., SSD: Single Shot MultiBox Detector, ECCV 2016"

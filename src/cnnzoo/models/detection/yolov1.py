@@ -41,11 +41,11 @@ from torch import Tensor, nn
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
 from cnnzoo.layers.conv import DarknetAct
+from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.detection.coders import yolov1_targets
 from cnnzoo.models.detection.ops import box_convert
 from cnnzoo.models.detection.postprocess import paired_iou, score_candidates, valid_boxes
-from cnnzoo.models.features import build_backbone
 from cnnzoo.registry import register_model
 
 REDMON_2016 = (

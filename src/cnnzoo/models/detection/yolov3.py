@@ -42,12 +42,12 @@ from torch import Tensor, nn
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
 from cnnzoo.layers.conv import DarknetAct
+from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.detection.anchors import anchor_iou
 from cnnzoo.models.detection.coders import yolo_decode, yolo_encode
 from cnnzoo.models.detection.ops import box_iou
 from cnnzoo.models.detection.postprocess import score_candidates, valid_boxes
-from cnnzoo.models.features import build_backbone
 from cnnzoo.registry import register_model
 
 REDMON_2018 = "Redmon, Farhadi, YOLOv3: An Incremental Improvement, arXiv 2018"

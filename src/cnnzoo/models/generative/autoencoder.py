@@ -41,8 +41,9 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
+from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
-from cnnzoo.models.features import FeatureExtractor, build_backbone
+from cnnzoo.models.features import FeatureExtractor
 from cnnzoo.registry import register_model
 
 HINTON_MASCI = (

@@ -113,14 +113,15 @@ def _frozen_feature_net(
 ) -> nn.Module:
     """Return a frozen network mapping images to a list of feature maps."""
     from cnnzoo.models.features import FeatureExtractor
+    from cnnzoo.models.weights import read_source_spec
     from cnnzoo.registry import create_model
 
     if isinstance(perceptual, (str, Path)):
-        from cnnzoo.rundir import RunDir
-
-        try:  # a cnnzoo run knows its architecture and options
-            net, _ = RunDir.open(perceptual).load_model()
-        except CnnzooError:
+        # A cnnzoo run or weight set knows its architecture and options; a bare file does not.
+        spec = read_source_spec(perceptual)
+        if spec is not None and "model" in spec:
+            net = create_model(spec["model"], **spec.get("kwargs", {}), weights=perceptual)
+        else:
             net = create_model(model_name, in_channels=channels, weights=perceptual)
     elif isinstance(perceptual, nn.Module):
         net = perceptual

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers.upsample import Upsample
-from cnnzoo.models.features import build_backbone
+from cnnzoo.models.backbones import build_backbone
 from cnnzoo.registry import register_model
 
 LONG_2015 = (

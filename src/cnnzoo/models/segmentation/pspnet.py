@@ -29,8 +29,9 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct, PyramidPooling
+from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import AuxOutput
-from cnnzoo.models.features import FeatureExtractor, build_backbone
+from cnnzoo.models.features import FeatureExtractor
 from cnnzoo.registry import create_model, model_info, register_model
 
 ZHAO_2017 = "Zhao, Shi, Qi, Wang, Jia, Pyramid Scene Parsing Network, CVPR 2017"

@@ -17,6 +17,8 @@ with :meth:`SegNet.load_vgg_encoder` (the paper initialises from ImageNet VGG16)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -132,6 +134,40 @@ class SegNet(nn.Module):
         for stage, (indices, size) in zip(reversed(self.decoder), reversed(skips), strict=True):
             x = stage(x, indices, size)
         return self.classifier(x)
+
+    def load_encoder_weights(self, source: str | Path, architecture: str | None = None) -> Any:
+        """Fill the encoder from a VGG-bn classifier's weights, as the paper initialises it
+        from ImageNet's VGG16: the weights are loaded into that classifier (first convolution
+        adapted to this model's input channels), whose convolutions are then copied.
+
+        Args:
+            source: a weight set's name, a cnnzoo run directory or a weights file.
+            architecture: the ``vgg*_bn`` the weights belong to, when ``source`` does not say
+                (a bare torchvision ``.pth``).
+
+        Returns:
+            The :class:`~cnnzoo.models.weights.LoadReport` of the VGG.
+
+        Raises:
+            CnnzooError: if the architecture is unknown, or the weights or the VGG do not fit.
+        """
+        from cnnzoo.models.weights import load_weights, read_source_spec
+        from cnnzoo.registry import create_model
+
+        spec = read_source_spec(source) or {}
+        name = spec.get("model") or architecture
+        if name is None:
+            raise CnnzooError(
+                f"--backbone-weights {source} does not say which VGG it holds: pass --backbone "
+                "vgg16_bn (or the vgg*_bn it is)"
+            )
+        kwargs = {k: v for k, v in spec.get("kwargs", {}).items()
+                  if k not in ("num_classes", "in_channels")}  # fmt: skip
+        in_channels = self.encoder[0].convs[0].conv.in_channels
+        vgg = create_model(name, in_channels=in_channels, **kwargs)
+        report = load_weights(vgg, source)
+        self.load_vgg_encoder(vgg)
+        return report
 
     def load_vgg_encoder(self, vgg: nn.Module) -> None:
         """Copy a cnnzoo VGG-bn classifier's convolutions and batch norms into the encoder.

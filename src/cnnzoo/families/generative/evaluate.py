@@ -13,12 +13,12 @@ from pathlib import Path
 import lightning as L
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.assemble import flush_denormals
+from cnnzoo.families.measure import match_training_data, run_test
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.fid import DEFAULT_FID_SAMPLES
 from cnnzoo.tasks.gan import GANTask
 from cnnzoo.tasks.reconstruction import ReconstructionTask
-from cnnzoo.workflows.assemble import flush_denormals
-from cnnzoo.workflows.evaluate import match_training_data, run_test
 
 
 def evaluate_reconstruction(
@@ -48,7 +48,7 @@ def evaluate_reconstruction(
             (not 1-channel, or ``fid_samples=0``), a dataset of another number of channels,
             or a missing split.
     """
-    from cnnzoo.workflows.generative import RawImages, fid_samples_for, is_gan
+    from cnnzoo.families.generative.job import RawImages, fid_samples_for, is_gan
 
     flush_denormals()
     run = RunDir.open(run_or_weights)
@@ -119,7 +119,7 @@ def evaluate_translation(
             (``fid_samples=0``, fewer than 2 images in a domain).
     """
     from cnnzoo.data.translation import TranslationData
-    from cnnzoo.workflows.generative import translation_scores_for
+    from cnnzoo.families.generative.job import translation_scores_for
 
     flush_denormals()
     run = RunDir.open(run_or_weights)

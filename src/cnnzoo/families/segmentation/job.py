@@ -1,4 +1,4 @@
-"""Segmentation runs: the :class:`~cnnzoo.workflows.train.Job` of ``cnnzoo train`` for
+"""Segmentation runs: the :class:`~cnnzoo.families.base.Job` of ``cnnzoo train`` for
 segmentation models, and the run's pictures."""
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from lightning.pytorch.callbacks import Callback
 from cnnzoo.data.seg_datamodule import PairView, SegmentationData, pad_collate
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.backbones import backbone_model_args, load_backbone_weights
+from cnnzoo.families.base import Job, TrainConfig, TrainResult
+from cnnzoo.families.snapshots import ValidationSnapshots
 from cnnzoo.registry import create_model, model_info
 from cnnzoo.tasks.segmentation import SegmentationTask
-from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
-from cnnzoo.workflows.snapshots import ValidationSnapshots
 
 if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir
-    from cnnzoo.workflows.train import Job, TrainConfig, TrainResult
 
 logger = logging.getLogger("cnnzoo")
 
@@ -67,8 +67,6 @@ def segmentation_job(cfg: TrainConfig) -> Job:
     Raises:
         CnnzooError: for bad data or options (classification-only ones included).
     """
-    from cnnzoo.workflows.train import Job
-
     for option, default in (("classes", None), ("per_class", None), ("weights", None),
                             ("strategy", None), ("image_size", None)):  # fmt: skip
         if getattr(cfg, option) != default:

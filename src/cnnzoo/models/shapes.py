@@ -13,8 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from cnnzoo.compress.prune import PrunableZeroPadShortcut
 from cnnzoo.errors import CnnzooError
+from cnnzoo.layers.residual import PrunableZeroPadShortcut
 
 _CONV_TYPES: dict[str, type[nn.Module]] = {
     t.__name__: t for t in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)

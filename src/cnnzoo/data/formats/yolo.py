@@ -12,8 +12,6 @@ from cnnzoo.data.detection import DetectionDataset, DetTransform, image_size, ma
 from cnnzoo.data.folder import IMAGE_EXTENSIONS
 from cnnzoo.errors import CnnzooError
 
-YOLO_SPLITS: tuple[str, ...] = ("train", "val", "test")
-
 
 def yolo_label_path(image: Path) -> Path:
     """Return the label file of an image (the ultralytics rule).

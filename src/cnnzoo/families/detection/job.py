@@ -1,4 +1,4 @@
-"""Detection runs: the :class:`~cnnzoo.workflows.train.Job` of ``cnnzoo train`` for
+"""Detection runs: the :class:`~cnnzoo.families.base.Job` of ``cnnzoo train`` for
 detection models, and the run's pictures (boxes drawn on validation and test images,
 AP per class)."""
 
@@ -12,17 +12,18 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from cnnzoo.data.det_datamodule import DetectionData, DetView
-from cnnzoo.data.detection import detection_collate, parse_det_data
+from cnnzoo.data.det_sources import parse_det_data
+from cnnzoo.data.detection import detection_collate
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.backbones import backbone_model_args, load_backbone_weights
+from cnnzoo.families.base import Job, TrainConfig, TrainResult
+from cnnzoo.families.snapshots import ValidationSnapshots
 from cnnzoo.registry import create_model, model_info
 from cnnzoo.tasks.detection import DetectionTask
-from cnnzoo.workflows.backbones import backbone_model_args, load_backbone_weights
-from cnnzoo.workflows.snapshots import ValidationSnapshots
 
 if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir
-    from cnnzoo.workflows.train import Job, TrainConfig, TrainResult
 
 logger = logging.getLogger("cnnzoo")
 _NOT_FOR_DETECTION = {
@@ -84,8 +85,6 @@ def detection_job(cfg: TrainConfig) -> Job:
     Raises:
         CnnzooError: for bad data or options (those of other tasks included).
     """
-    from cnnzoo.workflows.train import Job
-
     for option, why in _NOT_FOR_DETECTION.items():
         if getattr(cfg, option) is not None:
             flag = "--" + option.replace("_", "-")

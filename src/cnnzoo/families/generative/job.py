@@ -1,4 +1,4 @@
-"""Autoencoder, VAE, GAN and image-translation runs: the :class:`~cnnzoo.workflows.train.Job`
+"""Autoencoder, VAE, GAN and image-translation runs: the :class:`~cnnzoo.families.base.Job`
 of ``cnnzoo train`` for the tasks ``reconstruction``, ``generation`` and ``translation``,
 the run's pictures (reconstructions, samples, translations per epoch), and which runs get a
 test FID (:func:`fid_samples_for`) or translation scores (:func:`translation_scores_for`)."""
@@ -18,6 +18,7 @@ from torch import Tensor
 from cnnzoo.data.datamodule import ClassificationData
 from cnnzoo.data.translation import TranslationData
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.base import Job, TrainConfig, TrainResult
 from cnnzoo.registry import create_model, model_info
 from cnnzoo.tasks.fid import FID_NAME
 from cnnzoo.tasks.gan import GANTask
@@ -25,7 +26,6 @@ from cnnzoo.tasks.reconstruction import ReconstructionTask
 
 if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir
-    from cnnzoo.workflows.train import Job, TrainConfig, TrainResult
 
 GENERATIVE_TASKS = ("reconstruction", "generation", "translation")
 _OTHER_TASK_OPTIONS = ("classes", "per_class", "weights", "strategy", "backbone_weights",
@@ -118,8 +118,6 @@ def generative_job(cfg: TrainConfig) -> Job:
     Raises:
         CnnzooError: for bad data or options (those of other tasks included).
     """
-    from cnnzoo.workflows.train import Job
-
     info = model_info(cfg.model)
     for option in _OTHER_TASK_OPTIONS:
         if getattr(cfg, option) is not None:

@@ -7,16 +7,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import Tensor
 
 from cnnzoo.data.datamodule import ClassificationData
 from cnnzoo.data.transforms import prepare_batch
-from cnnzoo.errors import CnnzooError
+from cnnzoo.families.assemble import flush_denormals
+from cnnzoo.families.measure import match_training_data, run_test
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.classification import ClassificationTask
-from cnnzoo.workflows.assemble import flush_denormals
 
 
 @dataclass
@@ -176,45 +175,3 @@ def batch_accuracy(predict: Callable[[Tensor], Any], dm: ClassificationData, spl
         correct += int((torch.as_tensor(predict(x)) == y).sum())
         total += len(y)
     return correct / total
-
-
-def match_training_data(dm: Any, data: str, split: str, trained_on: dict[str, Any]) -> list[str]:
-    """Make a data module evaluate ``split`` exactly as the model was trained.
-
-    Sets the split to serve and the training's normalisation (whatever the source).
-
-    Returns:
-        The class names.
-
-    Raises:
-        CnnzooError: for a split the dataset does not have, or another number of classes.
-    """
-    if not dm.has_split(split):
-        raise CnnzooError(f"dataset {data!r} has no {split!r} split")
-    names = dm.spec.class_names
-    if len(names) != len(trained_on["class_names"]):
-        raise CnnzooError(
-            f"{data!r} has {len(names)} classes but the model was trained on "
-            f"{len(trained_on['class_names'])} ({trained_on['name']})"
-        )
-    dm.spec.mean, dm.spec.std = tuple(trained_on["mean"]), tuple(trained_on["std"])
-    dm.eval_split = split
-    return names
-
-
-def run_test(task: L.LightningModule, dm: L.LightningDataModule, accelerator: str) -> Any:
-    """Run ``task``'s test loop once on one device, quietly.
-
-    Returns:
-        The logged metrics (``test/...``).
-    """
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
-    trainer.test(task, datamodule=dm, verbose=False)
-    return trainer.callback_metrics

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.registry import create_model, model_info
+from cnnzoo.registry import model_info
 
 if TYPE_CHECKING:
-    from cnnzoo.workflows.train import TrainConfig
+    from cnnzoo.families.base import TrainConfig
 
 _NOT_BACKBONE_OPTIONS = ("num_classes", "in_channels", "features_only", "out_indices")
 
@@ -100,8 +100,9 @@ def load_backbone_weights(
 ) -> dict[str, Any]:
     """Fill a segmentation model's encoder with classification weights.
 
-    Models with a ``backbone`` (a features-only classifier) load the weights into it;
-    SegNet copies a ``vgg*_bn`` classifier's convolutions into its encoder. A different
+    Models with a ``backbone`` (a features-only classifier) load the weights into it; a model
+    that loads its encoder itself says so with a ``load_encoder_weights`` method (SegNet
+    copies a ``vgg*_bn`` classifier's convolutions). A different
     number of input channels is adapted in the first convolution, the classifier head is
     not needed.
 
@@ -109,7 +110,8 @@ def load_backbone_weights(
         model: the segmentation model.
         path: a weight set's name, a cnnzoo run directory, ``.safetensors`` or torchvision
             ``.pth``.
-        backbone: the weights' architecture, when ``path`` does not say (SegNet only).
+        backbone: the weights' architecture, when ``path`` does not say (models with
+            ``load_encoder_weights``).
 
     Returns:
         A summary (tensors loaded, adapted convolution) for ``config.yaml``.
@@ -124,17 +126,7 @@ def load_backbone_weights(
     if isinstance(encoder, FeatureExtractor):
         report = load_weights(encoder, path)
         return {"path": str(path), "loaded": report.loaded, "adapted_conv": report.adapted_conv}
-    if hasattr(model, "load_vgg_encoder"):
-        name, kwargs = backbone_source(path)
-        name = name or backbone
-        if name is None:
-            raise CnnzooError(
-                f"--backbone-weights {path} does not say which VGG it holds: pass --backbone "
-                "vgg16_bn (or the vgg*_bn it is)"
-            )
-        in_channels = model.encoder[0].convs[0].conv.in_channels  # type: ignore[index,union-attr]
-        vgg = create_model(name, in_channels=in_channels, **kwargs)
-        report = load_weights(vgg, path)
-        model.load_vgg_encoder(vgg)  # type: ignore[operator]
+    if hasattr(model, "load_encoder_weights"):  # a model that loads its encoder itself
+        report = model.load_encoder_weights(path, backbone)
         return {"path": str(path), "loaded": report.loaded, "adapted_conv": report.adapted_conv}
     raise CnnzooError(f"{type(model).__name__} has no encoder to load classification weights into")

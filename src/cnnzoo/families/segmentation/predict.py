@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.outputs import check_inputs, output_paths
 from cnnzoo.rundir import RunDir
-from cnnzoo.workflows.outputs import check_inputs, output_paths
 
 
 @dataclass

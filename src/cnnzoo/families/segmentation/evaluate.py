@@ -10,10 +10,10 @@ import torch
 
 from cnnzoo.data.seg_datamodule import SegmentationData
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.assemble import flush_denormals
+from cnnzoo.families.measure import match_training_data, run_test
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.segmentation import SegmentationTask
-from cnnzoo.workflows.assemble import flush_denormals
-from cnnzoo.workflows.evaluate import match_training_data, run_test
 
 
 @dataclass
@@ -106,8 +106,8 @@ def evaluate_segmentation(
     assert task.last_confusion is not None and task.last_iou is not None
     pngs: list[Path] = []
     if plot:
+        from cnnzoo.families.segmentation.job import save_overlays
         from cnnzoo.viz.bars import plot_class_bars
-        from cnnzoo.workflows.segmentation import save_overlays
 
         title = f"{spec['model']} on {data} ({split})"
         pngs.append(

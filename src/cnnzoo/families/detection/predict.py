@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.outputs import check_inputs, output_paths
 from cnnzoo.files import atomic_write_text
 from cnnzoo.rundir import RunDir
-from cnnzoo.workflows.outputs import check_inputs, output_paths
 
 DRAWN_SIDE = 384
 """Images whose longer side is shorter are drawn enlarged by an integer factor to about this."""

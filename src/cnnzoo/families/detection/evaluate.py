@@ -9,11 +9,11 @@ from pathlib import Path
 
 from cnnzoo.data.det_datamodule import DetectionData
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.assemble import flush_denormals
+from cnnzoo.families.measure import match_training_data, run_test
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.detection import DetectionTask
 from cnnzoo.tasks.voc_ap import voc_ap
-from cnnzoo.workflows.assemble import flush_denormals
-from cnnzoo.workflows.evaluate import match_training_data, run_test
 
 
 @dataclass
@@ -119,8 +119,8 @@ def evaluate_detection(
         )
     pngs: list[Path] = []
     if plot:
+        from cnnzoo.families.detection.job import save_detections
         from cnnzoo.viz.bars import plot_class_bars
-        from cnnzoo.workflows.detection import save_detections
 
         title = f"{spec['model']} on {data} ({split})"
         pngs.append(plot_class_bars(coco, names, run.plots / f"class_ap_{split}.png",

@@ -1,0 +1,228 @@
+"""What every task family shares: the training configuration, the job a family hands the
+training loop, the result of a run, and :class:`Family`, the questions every workflow asks a
+family (``train``, ``eval``, ``predict``, ``export``...). A family answers the ones it can;
+the others are a one-line refusal that says what to use instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from cnnzoo.errors import CnnzooError
+
+if TYPE_CHECKING:
+    from cnnzoo.rundir import RunDir
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``cnnzoo train`` can be told; saved as the run's ``config.yaml``."""
+
+    model: str
+    data: str = "fashion-mnist"
+    out: str = "runs/run"
+    data_dir: str | None = None
+    epochs: int = 10
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float | None = None
+    scheduler: str = "onecycle"
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    aux_weight: float | None = None
+    augment: bool = True
+    val_fraction: float = 0.1
+    subset: int | None = None
+    image_size: int | None = None
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    precision: str = "32-true"
+    channels_last: bool = False
+    max_time_minutes: float | None = None
+    num_workers: int = 0
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    classes: list[int] | None = None
+    per_class: int | None = None
+    weights: str | None = None
+    strategy: str | None = None
+    unfreeze: int = 1
+    backbone_lr_scale: float = 1.0
+    unfreeze_every: int = 1
+    resume: bool = False
+    overwrite: bool = False
+    progress: bool = True
+    backbone: str | None = None
+    backbone_weights: str | None = None
+    input_size: list[int] | None = None
+    dice_weight: float = 0.0
+    class_weights: list[float] | None = None
+    snapshots: int = 4
+    images: str | None = None
+    latent: int | None = None
+    beta: float | None = None
+    denoise: str | None = None
+    decay_start: float = 1.0
+    fid_samples: int = 2000
+
+    def resolved(self, defaults: Mapping[str, Any]) -> TrainConfig:
+        """Return a copy with the options left unset (None) filled from ``defaults`` (the
+        model's task family's, :meth:`Family.defaults_for`)."""
+        unset = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return replace(self, **unset)
+
+
+@dataclass
+class Job:
+    """What a task contributes to a training run."""
+
+    task_name: str
+    data: L.LightningDataModule
+    model: torch.nn.Module
+    module: L.LightningModule
+    spec: Any  # DatasetSpec
+    model_args: dict[str, Any]
+    resize_to: Any
+    monitor: str
+    columns: tuple[str, ...]
+    callbacks: list[Callback] = field(default_factory=list)
+    train_columns: tuple[str, ...] | None = None  # metrics logged in training (None: columns)
+    test: bool = True  # run the test loop after training
+    trainable: Any = None
+    notes: dict[str, Any] = field(default_factory=dict)
+    spec_extra: dict[str, Any] = field(default_factory=dict)  # more of model.json (e.g. shapes)
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run reports (also in ``metrics.json``)."""
+
+    run_dir: Path
+    metrics: dict[str, float]
+    seconds: float
+    epochs: int
+    params: int
+    confusion: torch.Tensor | None = None
+    class_names: list[str] = field(default_factory=list)
+    class_iou: torch.Tensor | None = None
+    steps: int = 0
+
+
+@dataclass
+class EvalOptions:
+    """What ``cnnzoo eval`` was told (each family reads the options it has)."""
+
+    data: str | None = None
+    data_dir: str | None = None
+    split: str = "test"
+    batch_size: int | None = None
+    voc07: bool = False
+    images: str | None = None
+    fid_samples: int = 2000
+
+
+@dataclass
+class Evaluation:
+    """What ``cnnzoo eval`` measured, in a form any family fills and the command line prints:
+    a title, the metrics, notes on how they were measured, an optional per-class table and the
+    files written."""
+
+    title: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()
+    rows: list[tuple[str, ...]] = field(default_factory=list)
+    files: list[tuple[str, Path]] = field(default_factory=list)
+
+
+@dataclass
+class PredictOptions:
+    """What ``cnnzoo predict`` was told (each family reads the options it has)."""
+
+    topk: int = 3
+    out: str | None = None
+    overwrite: bool = False
+    conf: float = 0.3
+    iou: float = 0.5
+
+
+class Family:
+    """A task family: how its runs are trained, evaluated and used.
+
+    Subclasses set :attr:`name`, :attr:`tasks` and :attr:`defaults` and override the
+    operations they support; the others refuse with a one-line :class:`CnnzooError` naming
+    the run and what to use instead (:attr:`instead`).
+
+    Attributes:
+        name: the family's name, e.g. ``"segmentation"``.
+        tasks: the registry tasks it serves (``ModelInfo.task``).
+        defaults: per task, the training options left unset take these values.
+        exports: its models can be exported to ONNX, benchmarked and compressed (classifiers).
+        instead: per command it does not support, what to use instead.
+    """
+
+    name: str = ""
+    tasks: tuple[str, ...] = ()
+    defaults: Mapping[str, Mapping[str, Any]] = {}
+    exports: bool = False
+    instead: Mapping[str, str] = {}
+
+    def defaults_for(self, task: str) -> Mapping[str, Any]:
+        """The training defaults of ``task`` (one of :attr:`tasks`)."""
+        return self.defaults.get(task, {})
+
+    def refusal(self, command: str, label: str, task: str) -> CnnzooError:
+        """The one-line error of a command this family does not support."""
+        hint = self.instead.get(command)
+        return CnnzooError(
+            f"{label} is a {task} model: `cnnzoo {command}` does not apply to it"
+            + (f"; {hint}" if hint else "")
+        )
+
+    def check_exports(self, label: str, task: str, command: str) -> None:
+        """Refuse ``command`` (export, bench, compress) for models that do not export.
+
+        Raises:
+            CnnzooError: unless :attr:`exports`.
+        """
+        if not self.exports:
+            raise self.refusal(command, label, task)
+
+    def job(self, cfg: TrainConfig) -> Job:
+        """Data, model and LightningModule of a training run.
+
+        Raises:
+            CnnzooError: for bad data or options (those of other families included).
+        """
+        raise self.refusal("train", cfg.model, self.name)
+
+    def write_plots(self, run: RunDir, cfg: TrainConfig, result: TrainResult, job: Job) -> None:
+        """Write the family's figures of a finished run into ``run.plots`` (default: none)."""
+
+    def evaluate(self, run: RunDir, options: EvalOptions) -> Evaluation:
+        """Measure a run on a split of its data (or ``options.data``).
+
+        Raises:
+            CnnzooError: for data that do not fit the model, or a family without evaluation.
+        """
+        raise self.refusal("eval", run.label, run.read_spec().get("task", self.name))
+
+    def predict(self, run: RunDir, files: list[str], options: PredictOptions) -> list[str]:
+        """Apply the run's model to image files; return one tab-separated line per image.
+
+        Raises:
+            CnnzooError: for a missing or unreadable image, existing outputs (without
+                ``overwrite``), or a family without prediction.
+        """
+        raise self.refusal("predict", run.label, run.read_spec().get("task", self.name))

@@ -1,0 +1,69 @@
+"""The classification family: classifiers trained on labelled images (Fashion-MNIST, image
+folders), evaluated by accuracy and a per-class table, used by ``predict`` (top-k classes)
+and the only family that ``export``, ``bench`` and ``compress`` take."""
+
+from __future__ import annotations
+
+from cnnzoo.families.base import (
+    EvalOptions,
+    Evaluation,
+    Family,
+    Job,
+    PredictOptions,
+    TrainConfig,
+    TrainResult,
+)
+from cnnzoo.rundir import RunDir
+
+
+class ClassificationFamily(Family):
+    """Classifiers (``task="classification"``)."""
+
+    name = "classification"
+    tasks = ("classification",)
+    defaults = {
+        "classification": {"batch_size": 128, "optimizer": "sgd", "lr": 0.05,
+                           "weight_decay": 5e-4, "aux_weight": 0.3},
+    }  # fmt: skip
+    exports = True
+
+    def job(self, cfg: TrainConfig) -> Job:
+        from cnnzoo.families.classification.job import classification_job
+
+        return classification_job(cfg)
+
+    def write_plots(self, run: RunDir, cfg: TrainConfig, result: TrainResult, job: Job) -> None:
+        if result.confusion is None:
+            return
+        from cnnzoo.viz.confusion import plot_confusion_matrix
+
+        plot_confusion_matrix(
+            result.confusion, result.class_names, run.plots / "confusion.png",
+            title=f"{cfg.model}: test confusion matrix",
+        )  # fmt: skip
+
+    def evaluate(self, run: RunDir, options: EvalOptions) -> Evaluation:
+        from cnnzoo.families.classification.evaluate import evaluate
+
+        o = options
+        r = evaluate(run, data=o.data, data_dir=o.data_dir, split=o.split,
+                     batch_size=o.batch_size or 256)  # fmt: skip
+        return Evaluation(
+            title=f"accuracy {r.accuracy:.4f}  loss {r.loss:.4f}  ({o.split})",
+            metrics={"accuracy": r.accuracy, "loss": r.loss},
+            columns=("class", "support", "accuracy (recall)", "precision"),
+            rows=[
+                (c.name, str(c.support), f"{c.recall:.4f}", f"{c.precision:.4f}")
+                for c in r.per_class
+            ],
+            files=[("confusion matrix", r.confusion_png)] if r.confusion_png else [],
+        )
+
+    def predict(self, run: RunDir, files: list[str], options: PredictOptions) -> list[str]:
+        from cnnzoo.families.classification.predict import predict
+
+        lines = []
+        for p in predict(run, files, topk=options.topk):
+            ranked = "\t".join(f"{c} {q:.3f}" for c, q in zip(p.classes, p.probs, strict=True))
+            lines.append(f"{p.file}\t{ranked}")
+        return lines

@@ -1,0 +1,79 @@
+"""Classification runs: the :class:`~cnnzoo.families.base.Job` of ``cnnzoo train`` for a
+classifier (data, model fitted to the data, optional fine-tuning plan, LightningModule)."""
+
+from __future__ import annotations
+
+from lightning.pytorch.callbacks import Callback
+
+from cnnzoo.data.datamodule import ClassificationData
+from cnnzoo.errors import CnnzooError
+from cnnzoo.families.assemble import fit_model_to_data
+from cnnzoo.families.base import Job, TrainConfig
+from cnnzoo.registry import create_model
+from cnnzoo.tasks.classification import ClassificationTask
+from cnnzoo.tasks.finetune import FineTunePlan, FineTuning, apply_plan
+
+
+def classification_job(cfg: TrainConfig) -> Job:
+    """Data, model and LightningModule of a classification run.
+
+    Raises:
+        CnnzooError: for bad data, options that do not fit the model, or segmentation-only
+            options.
+    """
+    for option in ("backbone", "backbone_weights", "input_size", "class_weights", "images"):
+        if getattr(cfg, option) is not None:
+            flag = "--" + option.replace("_", "-")
+            raise CnnzooError(
+                f"{flag} is a segmentation/detection option; {cfg.model} is a classifier"
+            )
+    data = ClassificationData(
+        cfg.data,
+        data_dir=cfg.data_dir,
+        batch_size=cfg.batch_size,
+        val_fraction=cfg.val_fraction,
+        augment=cfg.augment,
+        image_size=cfg.image_size,
+        subset=cfg.subset,
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+        classes=cfg.classes,
+        per_class=cfg.per_class,
+    )
+    spec = data.spec
+    model_args, resize_to = fit_model_to_data(
+        cfg.model,
+        spec.in_channels,
+        spec.num_classes,
+        spec.image_size[0],
+        cfg.model_kwargs,
+        pretrained=cfg.weights is not None,
+    )
+    data.resize_to = resize_to
+    model = create_model(cfg.model, weights=cfg.weights, **model_args)
+    callbacks: list[Callback] = []
+    trainable = None
+    if cfg.strategy is not None:
+        plan = FineTunePlan(cfg.strategy, cfg.unfreeze, cfg.backbone_lr_scale, cfg.unfreeze_every)
+        trainable = apply_plan(model, plan)
+        callbacks.append(FineTuning(plan, model))
+    module = ClassificationTask(
+        model,
+        num_classes=spec.num_classes,
+        loss=cfg.loss,
+        label_smoothing=cfg.label_smoothing,
+        aux_weight=cfg.aux_weight,
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
+        scheduler=cfg.scheduler,
+        channels_last=cfg.channels_last,
+        backbone_lr_scale=cfg.backbone_lr_scale,
+    )
+    return Job(
+        "classification", data, model, module, spec, model_args, resize_to,
+        monitor="val/accuracy", columns=("loss", "accuracy"), callbacks=callbacks,
+        trainable=trainable,
+    )  # fmt: skip

@@ -1,0 +1,68 @@
+"""The detection family: boxes and classes (scenes, COCO, VOC, YOLO), evaluated by COCO mAP
+and per-class AP, used by ``predict`` (boxes drawn and a JSON per image)."""
+
+from __future__ import annotations
+
+from cnnzoo.families.base import (
+    EvalOptions,
+    Evaluation,
+    Family,
+    Job,
+    PredictOptions,
+    TrainConfig,
+    TrainResult,
+)
+from cnnzoo.rundir import RunDir
+
+
+class DetectionFamily(Family):
+    """Object detectors (``task="detection"``)."""
+
+    name = "detection"
+    tasks = ("detection",)
+    defaults = {
+        "detection": {"batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4,
+                      "aux_weight": 0.0},
+    }  # fmt: skip
+    instead = {"export": "export works on classifiers", "bench": "bench measures classifiers",
+               "compress": "cnnzoo compress works on classifiers"}  # fmt: skip
+
+    def job(self, cfg: TrainConfig) -> Job:
+        from cnnzoo.families.detection.job import detection_job
+
+        return detection_job(cfg)
+
+    def write_plots(self, run: RunDir, cfg: TrainConfig, result: TrainResult, job: Job) -> None:
+        from cnnzoo.families.detection.job import write_detection_plots
+
+        write_detection_plots(run, cfg, result, job)
+
+    def evaluate(self, run: RunDir, options: EvalOptions) -> Evaluation:
+        from cnnzoo.families.detection.evaluate import evaluate_detection
+
+        o = options
+        r = evaluate_detection(run, o.data, o.data_dir, o.split, o.batch_size or 16,
+                               voc07=o.voc07, images_dir=o.images)  # fmt: skip
+        voc = "VOC07 11-point" if r.voc07 else "VOC all-point"
+        return Evaluation(
+            title=(f"mAP@[.5:.95] {r.map:.4f}  mAP@0.5 {r.map_50:.4f}  mAP@0.75 {r.map_75:.4f}  "
+                   f"{voc} mAP@0.5 {r.voc_map_50:.4f}  ({o.split}, {r.images} images)"),
+            metrics={"map": r.map, "map_50": r.map_50, "map_75": r.map_75,
+                     "voc_map_50": r.voc_map_50},
+            columns=("class", "objects", "AP@[.5:.95]", f"AP@0.5 ({voc})"),
+            rows=[(c.name, str(c.objects), "-" if c.ap is None else f"{c.ap:.4f}",
+                   "-" if c.ap_50 is None else f"{c.ap_50:.4f}") for c in r.per_class],
+            files=[("figure", png) for png in r.pngs],
+        )  # fmt: skip
+
+    def predict(self, run: RunDir, files: list[str], options: PredictOptions) -> list[str]:
+        from cnnzoo.families.detection.predict import predict_detection
+
+        o = options
+        folder = o.out or str(run.predictions)
+        lines = []
+        for p in predict_detection(run, files, folder, conf=o.conf, iou=o.iou,
+                                   overwrite=o.overwrite):  # fmt: skip
+            found = "\t".join(f"{d['class']} {d['score']:.3f}" for d in p.detections[: o.topk])
+            lines.append(f"{p.file}\t{p.boxes_png}\t{p.json_file}\t{len(p.detections)}\t{found}")
+        return lines

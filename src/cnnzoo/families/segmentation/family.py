@@ -1,0 +1,63 @@
+"""The segmentation family: a class per pixel (scenes, VOC, Cityscapes, mask folders),
+evaluated by mIoU and a per-class IoU table, used by ``predict`` (label and overlay PNGs)."""
+
+from __future__ import annotations
+
+from cnnzoo.families.base import (
+    EvalOptions,
+    Evaluation,
+    Family,
+    Job,
+    PredictOptions,
+    TrainConfig,
+    TrainResult,
+)
+from cnnzoo.rundir import RunDir
+
+
+class SegmentationFamily(Family):
+    """Semantic segmentation models (``task="segmentation"``)."""
+
+    name = "segmentation"
+    tasks = ("segmentation",)
+    defaults = {
+        "segmentation": {"batch_size": 16, "optimizer": "adamw", "lr": 2e-3,
+                         "weight_decay": 1e-4, "aux_weight": 0.4},
+    }  # fmt: skip
+    instead = {"export": "export works on classifiers", "bench": "bench measures classifiers",
+               "compress": "cnnzoo compress works on classifiers"}  # fmt: skip
+
+    def job(self, cfg: TrainConfig) -> Job:
+        from cnnzoo.families.segmentation.job import segmentation_job
+
+        return segmentation_job(cfg)
+
+    def write_plots(self, run: RunDir, cfg: TrainConfig, result: TrainResult, job: Job) -> None:
+        from cnnzoo.families.segmentation.job import write_segmentation_plots
+
+        write_segmentation_plots(run, cfg, result, job)
+
+    def evaluate(self, run: RunDir, options: EvalOptions) -> Evaluation:
+        from cnnzoo.families.segmentation.evaluate import evaluate_segmentation
+
+        o = options
+        r = evaluate_segmentation(run, o.data, o.data_dir, o.split, o.batch_size or 16)
+        return Evaluation(
+            title=(f"mIoU {r.miou:.4f}  pixel accuracy {r.pixel_accuracy:.4f}  "
+                   f"loss {r.loss:.4f}  ({o.split})"),
+            metrics={"miou": r.miou, "pixel_accuracy": r.pixel_accuracy, "loss": r.loss},
+            columns=("class", "IoU", "pixels", "pixel accuracy"),
+            rows=[(c.name, "-" if c.iou is None else f"{c.iou:.4f}", f"{c.pixels:,}",
+                   "-" if c.accuracy is None else f"{c.accuracy:.4f}") for c in r.per_class],
+            files=[("figure", png) for png in r.pngs],
+        )  # fmt: skip
+
+    def predict(self, run: RunDir, files: list[str], options: PredictOptions) -> list[str]:
+        from cnnzoo.families.segmentation.predict import predict_segmentation
+
+        folder = options.out or str(run.predictions)
+        lines = []
+        for p in predict_segmentation(run, files, folder, overwrite=options.overwrite):
+            areas = "\t".join(f"{c} {a:.3f}" for c, a in list(p.areas.items())[: options.topk])
+            lines.append(f"{p.file}\t{p.label_png}\t{p.overlay_png}\t{areas}")
+        return lines
