@@ -119,6 +119,14 @@ class TrainResult:
     steps: int = 0
 
 
+NOT_EXPORTED: dict[str, str] = {
+    "export": "export works on classifiers",
+    "bench": "bench measures classifiers",
+    "compress": "cnnzoo compress works on classifiers",
+}
+"""What families whose models do not export say to ``export``, ``bench`` and ``compress``."""
+
+
 @dataclass
 class EvalOptions:
     """What ``cnnzoo eval`` was told (each family reads the options it has)."""

@@ -4,6 +4,7 @@ and per-class AP, used by ``predict`` (boxes drawn and a JSON per image)."""
 from __future__ import annotations
 
 from cnnzoo.families.base import (
+    NOT_EXPORTED,
     EvalOptions,
     Evaluation,
     Family,
@@ -24,8 +25,7 @@ class DetectionFamily(Family):
         "detection": {"batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4,
                       "aux_weight": 0.0},
     }  # fmt: skip
-    instead = {"export": "export works on classifiers", "bench": "bench measures classifiers",
-               "compress": "cnnzoo compress works on classifiers"}  # fmt: skip
+    instead = NOT_EXPORTED
 
     def job(self, cfg: TrainConfig) -> Job:
         from cnnzoo.families.detection.job import detection_job

@@ -4,10 +4,16 @@ used by ``sample`` and ``translate`` rather than ``predict``."""
 
 from __future__ import annotations
 
-from cnnzoo.families.base import EvalOptions, Evaluation, Family, Job, TrainConfig, TrainResult
+from cnnzoo.families.base import (
+    NOT_EXPORTED,
+    EvalOptions,
+    Evaluation,
+    Family,
+    Job,
+    TrainConfig,
+    TrainResult,
+)
 from cnnzoo.rundir import RunDir
-
-_NOT_CLASSIFIER = "export, bench and compress work on classifiers"
 
 
 class GenerativeFamily(Family):
@@ -27,7 +33,7 @@ class GenerativeFamily(Family):
     instead = {
         "predict": "use cnnzoo sample (VAE, GAN), cnnzoo translate (translation) or cnnzoo "
                    "eval (reconstructions)",
-        "export": _NOT_CLASSIFIER, "bench": _NOT_CLASSIFIER, "compress": _NOT_CLASSIFIER,
+        **NOT_EXPORTED,
     }  # fmt: skip
 
     def job(self, cfg: TrainConfig) -> Job:

@@ -4,6 +4,7 @@ evaluated by mIoU and a per-class IoU table, used by ``predict`` (label and over
 from __future__ import annotations
 
 from cnnzoo.families.base import (
+    NOT_EXPORTED,
     EvalOptions,
     Evaluation,
     Family,
@@ -24,8 +25,7 @@ class SegmentationFamily(Family):
         "segmentation": {"batch_size": 16, "optimizer": "adamw", "lr": 2e-3,
                          "weight_decay": 1e-4, "aux_weight": 0.4},
     }  # fmt: skip
-    instead = {"export": "export works on classifiers", "bench": "bench measures classifiers",
-               "compress": "cnnzoo compress works on classifiers"}  # fmt: skip
+    instead = NOT_EXPORTED
 
     def job(self, cfg: TrainConfig) -> Job:
         from cnnzoo.families.segmentation.job import segmentation_job
