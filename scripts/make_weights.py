@@ -81,7 +81,7 @@ def run_dir(name: str) -> Path:
     return RUNS / name
 
 
-def train_one(name: str, accelerator: str, overwrite: bool) -> None:
+def train_one(name: str, accelerator: str, overwrite: bool, resume: bool = False) -> None:
     from cnnzoo.families.assemble import flush_denormals
     from cnnzoo.weights import is_weight_name
     from cnnzoo.workflows.train import TrainConfig, train
@@ -104,8 +104,10 @@ def train_one(name: str, accelerator: str, overwrite: bool) -> None:
     if backbone in RECIPES and not is_weight_name(backbone):  # not shipped yet: its run
         recipe["backbone_weights"] = str(run_dir(backbone))
     flush_denormals()
+    resume = resume and (out / "checkpoints" / "last.ckpt").is_file()
     cfg = TrainConfig(model=name.split(".")[0], out=str(out), seed=0, progress=False,
-                      accelerator=accelerator, overwrite=overwrite, **recipe)  # fmt: skip
+                      accelerator=accelerator, overwrite=overwrite, resume=resume,
+                      **recipe)  # fmt: skip
     result = train(cfg)
     print(f"{name}: {result.epochs} epochs, {result.seconds:.0f} s, {result.metrics}", flush=True)
 
@@ -296,6 +298,8 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="weight sets (default: all)")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--overwrite", action="store_true")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from its last checkpoint")
     parser.add_argument("--storage", choices=["fp32", "fp16", "int8"], default=None,
                         help="package: override the recipe's storage")  # fmt: skip
     args = parser.parse_args()
@@ -305,7 +309,7 @@ def main() -> None:
         sys.exit(f"unknown weight set(s) {unknown}; choose from {list(RECIPES)}")
     for name in names:
         if args.action == "train":
-            train_one(name, args.accelerator, args.overwrite)
+            train_one(name, args.accelerator, args.overwrite, args.resume)
         elif args.action == "package":
             package_one(name, args.storage)
         elif args.action == "list":
