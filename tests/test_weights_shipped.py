@@ -36,6 +36,26 @@ def test_the_lecture_families_ship_weights():
     assert {ws.name for ws in SHIPPED_SETS} >= {"convnet.fmnist"}
 
 
+def test_the_docs_table_is_the_shipped_index():
+    import weights_table  # scripts/: renders docs/weights.md's table from the index
+
+    docs = Path(__file__).resolve().parent.parent / "docs" / "weights.md"
+    table = weights_table.in_docs(docs.read_text())
+    assert table == weights_table.render(), "run: python scripts/weights_table.py --write"
+    for ws in SHIPPED_SETS:
+        assert f"| `{ws.name}` |" in table
+
+
+def test_every_shipped_set_meets_the_earlier_best_measurement():
+    import weights_table
+
+    table = weights_table.render()
+    assert "not met" not in table
+    assert table.count(" met |") == len(
+        [ws for ws in SHIPPED_SETS if ws.name in weights_table.BASELINES]
+    )
+
+
 def test_the_shipped_files_fit_the_budget_and_nothing_else_ships():
     files = {p.name for p in SHIPPED.iterdir() if p.name != "index.json"}
     assert files == {ws.file for ws in SHIPPED_SETS}
