@@ -298,8 +298,9 @@ def main() -> None:
     parser.add_argument("names", nargs="*", help="weight sets (default: all)")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run from its last checkpoint")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+    )
     parser.add_argument("--storage", choices=["fp32", "fp16", "int8"], default=None,
                         help="package: override the recipe's storage")  # fmt: skip
     args = parser.parse_args()

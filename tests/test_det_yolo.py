@@ -228,13 +228,13 @@ def test_loss_finite_and_decreasing(name):
         assert set(out) >= {"loss", "loss_box", "loss_obj", "loss_cls"}
         total = out["loss"]
         assert torch.isfinite(total)
-        assert float(total) == pytest.approx(
-            float(out["loss_box"] + out["loss_obj"] + out["loss_cls"]), rel=1e-5
+        assert float(total.detach()) == pytest.approx(
+            float((out["loss_box"] + out["loss_obj"] + out["loss_cls"]).detach()), rel=1e-5
         )
         opt.zero_grad()
         total.backward()
         opt.step()
-        losses.append(float(total))
+        losses.append(float(total.detach()))
     assert losses[-1] < 0.7 * losses[0]
 
 

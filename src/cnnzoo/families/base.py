@@ -11,13 +11,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from cnnzoo.errors import CnnzooError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # lightning costs ~1.8 s to import: predict and eval paths must not pay it
+    import lightning as L
+    from lightning.pytorch.callbacks import Callback
+
     from cnnzoo.rundir import RunDir
 
 

@@ -8,11 +8,29 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.features import FeatureExtractor
+from cnnzoo.models.meta import shapes_only
 from cnnzoo.registry import create_model
+
+
+def stage_reductions(name: str, in_channels: int, **backbone_kwargs: Any) -> list[int]:
+    """Return the reduction (stride) of each stage of classifier ``name``, shallowest first.
+
+    Read from a shapes-only build on the meta device (no weights allocated, no
+    initialisation run: milliseconds even for ResNet-152).
+
+    Raises:
+        CnnzooError: if ``name`` has no stages (``feature_info``), i.e. is no classifier.
+    """
+    with shapes_only():
+        probe = create_model(name, in_channels=in_channels, **backbone_kwargs)
+    if not getattr(probe, "feature_info", None):
+        raise CnnzooError(
+            f"model {name!r} has no feature_info, so it cannot be a backbone; "
+            "use a classification model such as 'resnet18' or 'convnet'"
+        )
+    return list(probe.feature_info.reduction())
 
 
 def build_backbone(
@@ -35,10 +53,7 @@ def build_backbone(
     Raises:
         CnnzooError: if the backbone has no stage at one of the wanted reductions.
     """
-    # A shapes-only build on the meta device reads the stage list without allocating weights.
-    with torch.device("meta"):
-        probe = create_model(name, in_channels=in_channels, features_only=True, **backbone_kwargs)
-    reductions = probe.feature_info.reduction()
+    reductions = stage_reductions(name, in_channels, **backbone_kwargs)
     coarsest = reductions[-1]
     indices = []
     for divisor in strides:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.models.base import FeatureInfo
+from cnnzoo.models.meta import shapes_only
 
 
 def resolve_out_indices(out_indices: Sequence[int] | None, num_stages: int) -> tuple[int, ...]:
@@ -163,7 +164,7 @@ class FeatureExtractor(nn.Module):
         try:
             # Training mode, so that a module called only in training is kept.
             self.train()
-            with torch.no_grad():
+            with torch.no_grad(), shapes_only(build=False):
                 torch.func.functional_call(self, state, (x,))
         except RuntimeError as err:
             raise CnnzooError(

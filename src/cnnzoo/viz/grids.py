@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import torch
 from torch import Tensor
-from torchvision.utils import make_grid
 
 from cnnzoo.viz.figure import save_figure
+from cnnzoo.viz.tile import tile
 
 
 def save_rows(rows: Sequence[tuple[str, Tensor]], path: str | Path, title: str = "") -> Path:
@@ -33,11 +33,9 @@ def save_rows(rows: Sequence[tuple[str, Tensor]], path: str | Path, title: str =
     fig, axes = plt.subplots(len(rows), 1, figsize=size, squeeze=False)
     for ax, (name, images) in zip(axes[:, 0], rows, strict=True):
         x = images.detach().float().clamp(0, 1)
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
         if tuple(x.shape[-2:]) != (height, width):
             x = torch.nn.functional.interpolate(x, size=(height, width), mode="nearest")
-        grid = make_grid(x, nrow=most, padding=1, pad_value=1.0)
+        grid = tile(x, nrow=most, padding=1, pad_value=1.0)
         ax.imshow(grid.permute(1, 2, 0).numpy(), interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])

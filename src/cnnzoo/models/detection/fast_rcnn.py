@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.models.backbones import build_backbone
+from cnnzoo.models.backbones import build_backbone, stage_reductions
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.detection.ops import box_iou, roi_align, roi_pool
 from cnnzoo.models.detection.postprocess import clip_boxes, postprocess, valid_boxes
@@ -188,13 +188,9 @@ def label_rois(
 
 def _pick_divisor(name: str, in_channels: int, feature_stride: int | None, **kw: Any) -> Any:
     """Return the ``build_backbone`` stride entry of the stage used (see module docstring)."""
-    from cnnzoo.registry import create_model
-
     if feature_stride is None:
         return None
-    with torch.device("meta"):
-        probe = create_model(name, in_channels=in_channels, features_only=True, **kw)
-    reductions = list(probe.feature_info.reduction())
+    reductions = stage_reductions(name, in_channels, **kw)
     below = [r for r in reductions if r <= feature_stride]
     chosen = max(below) if below else min(reductions)
     coarsest = reductions[-1]

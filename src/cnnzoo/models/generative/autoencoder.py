@@ -44,6 +44,7 @@ from cnnzoo.layers import ConvBnAct
 from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.features import FeatureExtractor
+from cnnzoo.models.meta import shapes_only
 from cnnzoo.registry import register_model
 
 HINTON_MASCI = (
@@ -199,7 +200,8 @@ def _map_shape(encoder: nn.Module, in_channels: int, image_size: int) -> tuple[i
     }
     x = torch.zeros(2, in_channels, image_size, image_size, device="meta")
     try:
-        out = torch.func.functional_call(encoder, state, (x,))
+        with shapes_only(build=False):
+            out = torch.func.functional_call(encoder, state, (x,))
     except RuntimeError as err:
         raise CnnzooError(
             f"the encoder cannot take {image_size}x{image_size} inputs "
