@@ -311,4 +311,4 @@ def test_empty_targets_give_finite_loss():
         empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
         loss = model.loss(out, [empty, empty], (64, 64))
         assert torch.isfinite(loss["loss"])
-        assert float(loss["loss_box"]) == 0 and float(loss["loss_cls"]) == 0
+        assert float(loss["loss_box"].detach()) == 0 and float(loss["loss_cls"].detach()) == 0

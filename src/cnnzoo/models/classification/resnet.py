@@ -20,7 +20,7 @@ The weights are the same tensors, so ImageNet weights load into a dilated ResNet
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
@@ -33,6 +33,7 @@ from cnnzoo.registry import register_imagenet_classifier
 HE_2016 = "He, Zhang, Ren, Sun, Deep Residual Learning for Image Recognition, CVPR 2016"
 
 Block = type[BasicBlock] | type[Bottleneck]
+Builder = Callable[..., "ResNet"]
 
 # torchvision's names inside a block: conv{k}/bn{k} and downsample.{0 conv, 1 bn}.
 _TV_BLOCK_KEY = re.compile(r"layer(\d)\.(\d+)\.(conv|bn|downsample\.)(\d)\.(.+)")
@@ -202,66 +203,37 @@ class ResNet(ImageClassifier):
         return f"{prefix}.conv{number}.{kind}.{rest}"
 
 
-@register_imagenet_classifier(HE_2016, "resnet", "resnet18")
-def resnet18(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-    residual: bool = True,
-    replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
-) -> ResNet:
-    """ResNet-18: basic blocks, (2, 2, 2, 2) per stage; 11.7 M parameters, 1.8 GMACs."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), **locals())
+def _variant(name: str, block: Block, layers: tuple[int, ...], summary: str) -> Builder:
+    """Register ``name``: ResNet with ``block`` and ``layers`` blocks per stage (Table 1)."""
+
+    def build(
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        small_input: bool = False,
+        zero_init_residual: bool = False,
+        residual: bool = True,
+        replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
+    ) -> ResNet:
+        return ResNet(
+            block, layers, num_classes, in_channels, small_input, zero_init_residual, residual,
+            replace_stride_with_dilation=replace_stride_with_dilation,
+        )  # fmt: skip
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = summary
+    return register_imagenet_classifier(HE_2016, "resnet", name)(build)
 
 
-@register_imagenet_classifier(HE_2016, "resnet", "resnet34")
-def resnet34(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-    residual: bool = True,
-    replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
-) -> ResNet:
-    """ResNet-34: basic blocks, (3, 4, 6, 3) per stage; 21.8 M parameters, 3.7 GMACs."""
-    return ResNet(BasicBlock, (3, 4, 6, 3), **locals())
-
-
-@register_imagenet_classifier(HE_2016, "resnet", "resnet50")
-def resnet50(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-    residual: bool = True,
-    replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
-) -> ResNet:
-    """ResNet-50: bottleneck blocks, (3, 4, 6, 3) per stage; 25.6 M parameters, 4.1 GMACs."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), **locals())
-
-
-@register_imagenet_classifier(HE_2016, "resnet", "resnet101")
-def resnet101(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-    residual: bool = True,
-    replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
-) -> ResNet:
-    """ResNet-101: bottleneck blocks, (3, 4, 23, 3) per stage; 44.5 M parameters, 7.8 GMACs."""
-    return ResNet(Bottleneck, (3, 4, 23, 3), **locals())
-
-
-@register_imagenet_classifier(HE_2016, "resnet", "resnet152")
-def resnet152(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    small_input: bool = False,
-    zero_init_residual: bool = False,
-    residual: bool = True,
-    replace_stride_with_dilation: tuple[bool, bool, bool] | None = None,
-) -> ResNet:
-    """ResNet-152: bottleneck blocks, (3, 8, 36, 3) per stage; 60.2 M parameters, 11.5 GMACs."""
-    return ResNet(Bottleneck, (3, 8, 36, 3), **locals())
+# The paper's Table 1: block type and blocks per stage.
+# fmt: off
+resnet18 = _variant("resnet18", BasicBlock, (2, 2, 2, 2), "ResNet-18: basic blocks, (2, 2, 2, 2) "
+                    "per stage; 11.7 M parameters, 1.8 GMACs.")
+resnet34 = _variant("resnet34", BasicBlock, (3, 4, 6, 3), "ResNet-34: basic blocks, (3, 4, 6, 3) "
+                    "per stage; 21.8 M parameters, 3.7 GMACs.")
+resnet50 = _variant("resnet50", Bottleneck, (3, 4, 6, 3), "ResNet-50: bottleneck blocks, "
+                    "(3, 4, 6, 3) per stage; 25.6 M parameters, 4.1 GMACs.")
+resnet101 = _variant("resnet101", Bottleneck, (3, 4, 23, 3), "ResNet-101: bottleneck blocks, "
+                     "(3, 4, 23, 3) per stage; 44.5 M parameters, 7.8 GMACs.")
+resnet152 = _variant("resnet152", Bottleneck, (3, 8, 36, 3), "ResNet-152: bottleneck blocks, "
+                     "(3, 8, 36, 3) per stage; 60.2 M parameters, 11.5 GMACs.")
+# fmt: on

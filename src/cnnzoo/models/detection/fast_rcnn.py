@@ -199,8 +199,21 @@ def _pick_divisor(name: str, in_channels: int, feature_stride: int | None, **kw:
     return coarsest // chosen
 
 
+@register_model(
+    task="detection",
+    paper=GIRSHICK_2015,
+    input_size=(3, 96, 96),
+    min_input_size=32,
+    family="rcnn",
+    name="fast_rcnn",
+)
 class FastRCNN(nn.Module):
     """Backbone (one shared map) + proposal source + RoI pooling + two-FC head.
+
+    ``cnnzoo.create_model("fast_rcnn")`` builds it with these defaults: a stride-16 backbone
+    map (ResNet-18 stage 3: 6x6 for a 96x96 input), RoI Align to 7x7, two FC layers of 1024;
+    RPN proposals (9 anchors of 20-80 pixels per location), 300 per image in training (64
+    RoIs sampled, <= 25% foreground), 100 at test.
 
     Args:
         num_classes: object classes ``C`` (background not counted).
@@ -497,59 +510,3 @@ class FastRCNN(nn.Module):
                 )
             )
         return results
-
-
-@register_model(
-    task="detection",
-    paper=GIRSHICK_2015,
-    input_size=(3, 96, 96),
-    min_input_size=32,
-    family="rcnn",
-)
-def fast_rcnn(
-    num_classes: int = 20,
-    in_channels: int = 3,
-    backbone: str = "resnet18",
-    proposals: str = "rpn",
-    feature_stride: int | None = 16,
-    roi_size: int = 7,
-    roi_op: str = "align",
-    num_proposals: int | Sequence[int] = (300, 100),
-    rois_per_image: int = 64,
-    fg_fraction: float = 0.25,
-    head_channels: int = 1024,
-    cls_weight: float = 1.0,
-    box_weight: float = 1.0,
-    rpn_weight: float = 1.0,
-    anchor_sizes: Sequence[float] = (20.0, 40.0, 80.0),
-    anchor_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-    **kwargs: Any,
-) -> FastRCNN:
-    """Fast R-CNN on a stride-16 backbone map (ResNet-18 stage 3: 6x6 for a 96x96 input),
-    RoI Align to 7x7, two FC layers of 1024; RPN proposals (9 anchors of 20-80 pixels per
-    location), 300 per image in training (64 RoIs sampled, <= 25% foreground), 100 at test.
-    Other keywords: those of :class:`FastRCNN` (``fg_iou``, ``bg_iou``, ``rpn_channels``,
-    ``selective_cell``) and of the backbone builder.
-
-    Raises:
-        CnnzooError: for bad arguments (see :class:`FastRCNN`).
-    """
-    return FastRCNN(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        backbone=backbone,
-        proposals=proposals,
-        feature_stride=feature_stride,
-        roi_size=roi_size,
-        roi_op=roi_op,
-        num_proposals=num_proposals,
-        rois_per_image=rois_per_image,
-        fg_fraction=fg_fraction,
-        head_channels=head_channels,
-        cls_weight=cls_weight,
-        box_weight=box_weight,
-        rpn_weight=rpn_weight,
-        anchor_sizes=anchor_sizes,
-        anchor_ratios=anchor_ratios,
-        **kwargs,
-    )

@@ -143,6 +143,14 @@ def _first_conv_channels(net: nn.Module) -> int | None:
     return None
 
 
+@register_model(
+    task="translation",
+    paper=WANG_2018,
+    input_size=(3, 64, 64),
+    min_input_size=16,
+    family="pix2pixhd",
+    name="pix2pixhd",
+)
 class Pix2PixHD(TranslationGAN):
     """Coarse-to-fine generator and multi-scale conditional discriminators (paired data).
 
@@ -353,36 +361,3 @@ class Pix2PixHD(TranslationGAN):
         """
         self.check_direction(direction)
         return self.G(self.condition(x))
-
-
-@register_model(
-    task="translation",
-    paper=WANG_2018,
-    input_size=(3, 64, 64),
-    min_input_size=16,
-    family="pix2pixhd",
-)
-def pix2pixhd(
-    in_channels: int = 3,
-    out_channels: int | None = None,
-    label_nc: int = 0,
-    ngf: int = 32,
-    n_down_global: int = 3,
-    n_blocks_global: int = 6,
-    n_blocks_local: int = 3,
-    ndf: int = 32,
-    n_layers_d: int = 3,
-    num_D: int = 2,  # noqa: N803
-    norm: str = "instance",
-    lambda_feat: float = 10.0,
-    perceptual: nn.Module | str | Path | None = None,
-    perceptual_model: str = "vgg16",
-    lambda_perceptual: float = 10.0,
-    lambda_l1: float = 0.0,
-) -> Pix2PixHD:
-    """pix2pixHD (Wang et al. 2018): G1 + local enhancer G2, multi-scale D, LSGAN + 10 FM."""
-    return Pix2PixHD(
-        in_channels, out_channels, label_nc, ngf, n_down_global, n_blocks_global,
-        n_blocks_local, ndf, n_layers_d, num_D, norm, lambda_feat, perceptual,
-        perceptual_model, lambda_perceptual, lambda_l1,
-    )  # fmt: skip

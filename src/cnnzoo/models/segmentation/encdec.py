@@ -26,10 +26,10 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-import cnnzoo
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
 from cnnzoo.layers.upsample import UPSAMPLE_MODES, Upsample
+from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.registry import register_model
 
@@ -92,13 +92,7 @@ class EncoderDecoder(nn.Module):
         if upsample not in UPSAMPLE_MODES:
             raise CnnzooError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLE_MODES}")
         self.num_classes = num_classes
-        self.backbone = cnnzoo.create_model(
-            backbone,
-            in_channels=in_channels,
-            features_only=True,
-            out_indices=(-1,),
-            **backbone_kwargs,
-        )
+        self.backbone = build_backbone(backbone, in_channels, (None,), **backbone_kwargs)
         channels = self.backbone.feature_info.channels()[-1]
         self.stride = self.backbone.feature_info.reduction()[-1]
         steps = round(math.log2(self.stride))

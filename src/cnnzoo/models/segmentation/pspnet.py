@@ -20,73 +20,18 @@ run on 1/16 and 1/64 of the pixels, about 4x cheaper on CPU, at the cost of coar
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct, PyramidPooling
 from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import AuxOutput
-from cnnzoo.models.features import FeatureExtractor
-from cnnzoo.registry import create_model, model_info, register_model
+from cnnzoo.registry import register_model
 
 ZHAO_2017 = "Zhao, Shi, Qi, Wang, Jia, Pyramid Scene Parsing Network, CVPR 2017"
-
-DILATED_OUTPUT_STRIDE = 8
-"""Output stride of the paper's dilated backbone (and of its auxiliary stage)."""
-
-
-def build_dilated_backbone(
-    name: str, in_channels: int, aux: bool, **backbone_kwargs: Any
-) -> FeatureExtractor:
-    """Build ResNet ``name`` with its last two stages dilated (2, 4): output stride 8.
-
-    Args:
-        name: a registered classifier whose builder takes ``replace_stride_with_dilation``
-            (the ImageNet ResNets).
-        in_channels: channels of the input image.
-        aux: also return the stage before the last (the auxiliary head's "res4b22").
-        **backbone_kwargs: other options of the backbone builder.
-
-    Returns:
-        The backbone; ``forward`` returns [deepest map] or [deepest, stage before it], both
-        at stride 8.
-
-    Raises:
-        CnnzooError: if the backbone cannot be dilated (its builder has no
-            ``replace_stride_with_dilation``), if ``backbone_kwargs`` already sets it, or if
-            the dilated maps are not at stride 8 (e.g. with ``small_input=True``).
-    """
-    builder = model_info(name).builder
-    if "replace_stride_with_dilation" not in inspect.signature(builder).parameters:
-        raise CnnzooError(
-            f"backbone {name!r} cannot be dilated: dilated=True needs a ResNet backbone "
-            "('resnet18' ... 'resnet152'); use dilated=False with this backbone"
-        )
-    if "replace_stride_with_dilation" in backbone_kwargs:
-        raise CnnzooError(
-            "dilated=True sets replace_stride_with_dilation=(False, True, True) itself; "
-            "pass one or the other"
-        )
-    backbone = create_model(
-        name,
-        in_channels=in_channels,
-        features_only=True,
-        out_indices=(-1, -2) if aux else (-1,),
-        replace_stride_with_dilation=(False, True, True),
-        **backbone_kwargs,
-    )
-    reductions = backbone.feature_info.reduction()
-    if any(r != DILATED_OUTPUT_STRIDE for r in reductions):
-        raise CnnzooError(
-            f"dilated backbone {name!r} gives maps at strides {reductions}, not "
-            f"{DILATED_OUTPUT_STRIDE}; build it with its ImageNet stem (small_input=False)"
-        )
-    return backbone
 
 
 class SegmentationHead(nn.Sequential):
@@ -146,12 +91,8 @@ class PSPNet(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.dilated = dilated
-        if dilated:
-            self.backbone = build_dilated_backbone(backbone, in_channels, aux, **backbone_kwargs)
-        else:
-            self.backbone = build_backbone(
-                backbone, in_channels, (None, 2) if aux else (None,), **backbone_kwargs
-            )
+        strides = (None, 2) if aux else (None,)
+        self.backbone = build_backbone(backbone, in_channels, strides, dilated, **backbone_kwargs)
         channels = self.backbone.feature_info.channels()
         self.ppm = PyramidPooling(channels[0], bins)
         self.head = SegmentationHead(self.ppm.out_channels, head_channels, num_classes, dropout)
