@@ -102,3 +102,48 @@ def test_a_registered_family_is_asked_by_the_workflows():
         assert refused.exit_code == 2 and "`cnnzoo export` does not apply" in refused.output
     finally:
         register_family(builtin)
+
+
+def test_every_training_option_is_shared_or_owned_by_a_family():
+    import dataclasses
+
+    from cnnzoo.families.base import SHARED_OPTIONS, TrainConfig
+
+    families = {family_for(task) for task in TASKS}
+    owned = set().union(*(f.options for f in families))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert fields == SHARED_OPTIONS | owned  # no option nobody checks, none that does not exist
+    assert not SHARED_OPTIONS & owned
+
+
+# A value other than the default for each family-owned option, to set on a foreign model.
+_SET = {"loss": "mse", "label_smoothing": 0.1, "aux_weight": 0.7, "image_size": 32,
+        "classes": [0, 1], "per_class": 5, "weights": "convnet.fmnist", "strategy": "head",
+        "unfreeze": 2, "backbone_lr_scale": 0.5, "unfreeze_every": 2, "backbone": "resnet18",
+        "backbone_weights": "convnet.fmnist", "input_size": [64, 64], "dice_weight": 0.5,
+        "class_weights": [1.0, 2.0], "snapshots": 1, "images": "x.json", "latent": 8,
+        "beta": 2.0, "denoise": "gaussian:0.1", "decay_start": 0.5, "fid_samples": 10}  # fmt: skip
+_MODEL = {"classification": "convnet", "segmentation": "unet", "detection": "yolov3",
+          "reconstruction": "conv_ae", "generation": "dcgan", "translation": "pix2pix"}  # fmt: skip
+
+
+@pytest.mark.parametrize("task", sorted(_MODEL))
+def test_an_option_of_another_family_is_refused_in_one_line(task):
+    from cnnzoo.families.base import TrainConfig
+    from cnnzoo.families.registry import check_options
+
+    family = family_for(task)
+    foreign = [name for name in _SET if name not in family.options]
+    assert foreign  # every family lacks some option of another
+    for name in foreign:
+        cfg = TrainConfig(model=_MODEL[task], **{name: _SET[name]})
+        with pytest.raises(CnnzooError) as err:
+            check_options(cfg, task)
+        flag = "--" + name.replace("_", "-")
+        message = str(err.value)
+        assert (
+            message.startswith(f"{flag} is a ") and f"; {_MODEL[task]} is a {task} model" in message
+        )
+        assert "\n" not in message
+    for name in family.options:  # its own options pass
+        check_options(TrainConfig(model=_MODEL[task], **{name: _SET[name]}), task)

@@ -135,7 +135,11 @@ def test_translation_specs_and_edges() -> None:
     [
         ("vae", {"denoise": "gaussian:0.1"}, "--denoise applies to autoencoders"),
         ("conv_ae", {"denoise": "blur:2"}, "blur:2"),
-        ("dcgan", {"classes": [0, 1]}, "--classes does not apply"),
+        (
+            "dcgan",
+            {"classes": [0, 1]},
+            "--classes is a classification option; dcgan is a generation model",
+        ),
         ("cyclegan", {"data": "horses"}, "not understood"),
     ],
 )

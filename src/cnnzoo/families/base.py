@@ -84,6 +84,17 @@ class TrainConfig:
         return replace(self, **unset)
 
 
+SHARED_OPTIONS: frozenset[str] = frozenset({
+    "model", "data", "out", "data_dir", "epochs", "batch_size", "optimizer", "lr", "momentum",
+    "nesterov", "weight_decay", "scheduler", "augment", "val_fraction", "subset", "seed",
+    "accelerator", "devices", "num_nodes", "precision", "channels_last", "max_time_minutes",
+    "num_workers", "model_kwargs", "resume", "overwrite", "progress",
+})  # fmt: skip
+"""The :class:`TrainConfig` fields every family takes; each of the others belongs to the
+families that list it in :attr:`Family.options`, and a run of another family that sets it is
+refused in one line (:func:`cnnzoo.families.registry.check_options`)."""
+
+
 @dataclass
 class Job:
     """What a task contributes to a training run."""
@@ -177,6 +188,8 @@ class Family:
         name: the family's name, e.g. ``"segmentation"``.
         tasks: the registry tasks it serves (``ModelInfo.task``).
         defaults: per task, the training options left unset take these values.
+        options: the :class:`TrainConfig` fields it takes beyond :data:`SHARED_OPTIONS`.
+        option_hints: per option of another family, what to do instead (added to the error).
         exports: its models can be exported to ONNX, benchmarked and compressed (classifiers).
         instead: per command it does not support, what to use instead.
     """
@@ -184,6 +197,8 @@ class Family:
     name: str = ""
     tasks: tuple[str, ...] = ()
     defaults: Mapping[str, Mapping[str, Any]] = {}
+    options: frozenset[str] = frozenset()
+    option_hints: Mapping[str, str] = {}
     exports: bool = False
     instead: Mapping[str, str] = {}
 

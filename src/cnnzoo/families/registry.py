@@ -8,11 +8,12 @@ no workflow.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.families.base import Family
+from cnnzoo.families.base import SHARED_OPTIONS, Family, TrainConfig
 
 if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir
@@ -63,3 +64,38 @@ def exporting_family(run: RunDir, command: str) -> Family:
     family = family_for(task)
     family.check_exports(run.label, task, command)
     return family
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return field.default_factory()  # type: ignore[misc]
+
+
+def check_options(cfg: TrainConfig, task: str) -> None:
+    """Refuse a training option that belongs to other families than ``task``'s.
+
+    An option is set when it differs from :class:`TrainConfig`'s default and from the task's
+    own default. The one place where options are checked against families: each family lists
+    its own (:attr:`Family.options`).
+
+    Raises:
+        CnnzooError: naming the option, the families it belongs to and the model's task.
+    """
+    family = family_for(task)
+    allowed = SHARED_OPTIONS | family.options
+    task_defaults = family.defaults_for(task)
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in allowed:
+            continue
+        value = getattr(cfg, field.name)
+        if value == _default(field) or value == task_defaults.get(field.name, _default(field)):
+            continue
+        families = [family_for(t) for t in {*BUILTIN, *_LOADED}]
+        owners = sorted({f.name for f in families if field.name in f.options})
+        flag = "--" + field.name.replace("_", "-")
+        hint = family.option_hints.get(field.name)
+        raise CnnzooError(
+            f"{flag} is a {'/'.join(owners) or 'different'} option; {cfg.model} is a {task} "
+            "model" + (f": {hint}" if hint else "")
+        )

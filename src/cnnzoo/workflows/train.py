@@ -27,6 +27,7 @@ from cnnzoo.errors import CnnzooError, NonFiniteLossError
 from cnnzoo.families import family_for
 from cnnzoo.families.assemble import flush_denormals
 from cnnzoo.families.base import Job, TrainConfig, TrainResult
+from cnnzoo.families.registry import check_options
 from cnnzoo.files import atomic_write_text
 from cnnzoo.models.base import count_params
 from cnnzoo.registry import model_info
@@ -134,17 +135,6 @@ def build_trainer(
     )
 
 
-def build_job(cfg: TrainConfig) -> Job:
-    """Return the :class:`Job` of ``cfg.model``'s task family (``cfg`` with its defaults
-    resolved).
-
-    Raises:
-        CnnzooError: for an unknown model, a task no family trains, or bad data and options
-            for the task.
-    """
-    return family_for(model_info(cfg.model).task).job(cfg)
-
-
 def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` and fill the run directory ``cfg.out``.
 
@@ -164,6 +154,7 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
     task = model_info(cfg.model).task
     family = family_for(task)
     cfg = cfg.resolved(family.defaults_for(task))
+    check_options(cfg, task)
     if _rank() == 0:
         run = RunDir.create(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume)
     else:

@@ -25,6 +25,14 @@ class ClassificationFamily(Family):
         "classification": {"batch_size": 128, "optimizer": "sgd", "lr": 0.05,
                            "weight_decay": 5e-4, "aux_weight": 0.3},
     }  # fmt: skip
+    options = frozenset({"loss", "label_smoothing", "aux_weight", "image_size", "classes",
+                         "per_class", "weights", "strategy", "unfreeze", "backbone_lr_scale",
+                         "unfreeze_every"})  # fmt: skip
+    option_hints = {
+        "backbone": "a classifier is its own backbone; start from a run or weight set with "
+        "--weights",
+        "backbone_weights": "start from a run or weight set with --weights",
+    }
     exports = True
 
     def job(self, cfg: TrainConfig) -> Job:

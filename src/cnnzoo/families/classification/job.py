@@ -6,7 +6,6 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import Callback
 
 from cnnzoo.data.datamodule import ClassificationData
-from cnnzoo.errors import CnnzooError
 from cnnzoo.families.assemble import fit_model_to_data
 from cnnzoo.families.base import Job, TrainConfig
 from cnnzoo.registry import create_model
@@ -18,15 +17,8 @@ def classification_job(cfg: TrainConfig) -> Job:
     """Data, model and LightningModule of a classification run.
 
     Raises:
-        CnnzooError: for bad data, options that do not fit the model, or segmentation-only
-            options.
+        CnnzooError: for bad data or options that do not fit the model.
     """
-    for option in ("backbone", "backbone_weights", "input_size", "class_weights", "images"):
-        if getattr(cfg, option) is not None:
-            flag = "--" + option.replace("_", "-")
-            raise CnnzooError(
-                f"{flag} is a segmentation/detection option; {cfg.model} is a classifier"
-            )
     data = ClassificationData(
         cfg.data,
         data_dir=cfg.data_dir,

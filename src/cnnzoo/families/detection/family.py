@@ -15,6 +15,11 @@ from cnnzoo.families.base import (
 )
 from cnnzoo.rundir import RunDir
 
+_COMPOUND = (
+    "detectors train with their own compound loss: set its weights with "
+    "--model-arg cls_weight=... / box_weight=..."
+)
+
 
 class DetectionFamily(Family):
     """Object detectors (``task="detection"``)."""
@@ -25,6 +30,12 @@ class DetectionFamily(Family):
         "detection": {"batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4,
                       "aux_weight": 0.0},
     }  # fmt: skip
+    options = frozenset({"backbone", "backbone_weights", "input_size", "images", "snapshots"})
+    option_hints = {
+        "image_size": "use --input-size H W",
+        "weights": "use --backbone-weights for the backbone",
+        **dict.fromkeys(("loss", "label_smoothing", "dice_weight"), _COMPOUND),
+    }
     instead = NOT_EXPORTED
 
     def job(self, cfg: TrainConfig) -> Job:

@@ -26,14 +26,6 @@ if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir
 
 logger = logging.getLogger("cnnzoo")
-_NOT_FOR_DETECTION = {
-    "classes": "a classification option",
-    "per_class": "a classification option",
-    "weights": "a classification option (use --backbone-weights for the backbone)",
-    "strategy": "a classification option",
-    "image_size": "a classification option (use --input-size H W)",
-    "class_weights": "a segmentation option",
-}
 
 
 @torch.no_grad()
@@ -83,18 +75,8 @@ def detection_job(cfg: TrainConfig) -> Job:
     """Data, model and LightningModule of a detection run.
 
     Raises:
-        CnnzooError: for bad data or options (those of other tasks included).
+        CnnzooError: for bad data or options.
     """
-    for option, why in _NOT_FOR_DETECTION.items():
-        if getattr(cfg, option) is not None:
-            flag = "--" + option.replace("_", "-")
-            raise CnnzooError(f"{flag} is {why}; {cfg.model} detects objects")
-    if cfg.loss != "cross_entropy" or cfg.label_smoothing or cfg.dice_weight:
-        raise CnnzooError(
-            f"{cfg.model} trains with its own compound loss: set its weights with "
-            "--model-arg cls_weight=... / box_weight=... instead of --loss, "
-            "--label-smoothing or --dice-weight"
-        )
     if cfg.images is not None and parse_det_data(cfg.data)[0] != "coco":
         raise CnnzooError(f"--images is for coco:ANN.json data; {cfg.data!r} says where its are")
     data = DetectionData(

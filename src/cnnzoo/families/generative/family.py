@@ -30,6 +30,8 @@ class GenerativeFamily(Family):
                         "aux_weight": 0.0},
     }  # fmt: skip
     """The learning rate is the model's: 1e-3 for autoencoders and VAEs, 2e-4 for GANs."""
+    options = frozenset({"image_size", "input_size", "backbone", "latent", "beta", "denoise",
+                         "decay_start", "fid_samples", "snapshots"})  # fmt: skip
     instead = {
         "predict": "use cnnzoo sample (VAE, GAN), cnnzoo translate (translation) or cnnzoo "
                    "eval (reconstructions)",

@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from cnnzoo.rundir import RunDir
 
 GENERATIVE_TASKS = ("reconstruction", "generation", "translation")
-_OTHER_TASK_OPTIONS = ("classes", "per_class", "weights", "strategy", "backbone_weights",
-                       "class_weights", "images")  # fmt: skip
 logger = logging.getLogger("cnnzoo")
 
 
@@ -116,13 +114,9 @@ def generative_job(cfg: TrainConfig) -> Job:
     """Data, model and LightningModule of an autoencoder, VAE, GAN or translation run.
 
     Raises:
-        CnnzooError: for bad data or options (those of other tasks included).
+        CnnzooError: for bad data or options.
     """
     info = model_info(cfg.model)
-    for option in _OTHER_TASK_OPTIONS:
-        if getattr(cfg, option) is not None:
-            flag = "--" + option.replace("_", "-")
-            raise CnnzooError(f"{flag} does not apply to {cfg.model} ({info.task})")
     if cfg.denoise is not None and info.task != "reconstruction":
         raise CnnzooError(f"--denoise applies to autoencoders; {cfg.model} is a {info.task} model")
     if info.task == "translation":

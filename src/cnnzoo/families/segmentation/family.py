@@ -25,6 +25,14 @@ class SegmentationFamily(Family):
         "segmentation": {"batch_size": 16, "optimizer": "adamw", "lr": 2e-3,
                          "weight_decay": 1e-4, "aux_weight": 0.4},
     }  # fmt: skip
+    options = frozenset({"aux_weight", "backbone", "backbone_weights", "input_size", "dice_weight",
+                         "class_weights", "snapshots"})  # fmt: skip
+    option_hints = {
+        "image_size": "use --input-size H W",
+        "loss": "segmentation trains with pixel-wise cross-entropy (+ --dice-weight)",
+        "label_smoothing": "segmentation trains with pixel-wise cross-entropy (+ --dice-weight)",
+        "weights": "use --backbone-weights for the encoder",
+    }
     instead = NOT_EXPORTED
 
     def job(self, cfg: TrainConfig) -> Job:

@@ -65,18 +65,8 @@ def segmentation_job(cfg: TrainConfig) -> Job:
     """Data, model and LightningModule of a segmentation run.
 
     Raises:
-        CnnzooError: for bad data or options (classification-only ones included).
+        CnnzooError: for bad data or options.
     """
-    for option, default in (("classes", None), ("per_class", None), ("weights", None),
-                            ("strategy", None), ("image_size", None)):  # fmt: skip
-        if getattr(cfg, option) != default:
-            flag = "--" + option.replace("_", "-")
-            hint = " (use --input-size H W)" if option == "image_size" else ""
-            raise CnnzooError(f"{flag} is a classification option; {cfg.model} segments{hint}")
-    if cfg.images is not None:
-        raise CnnzooError(f"--images is a detection option (coco:ANN.json); {cfg.model} segments")
-    if cfg.loss != "cross_entropy" or cfg.label_smoothing:
-        raise CnnzooError("segmentation trains with pixel-wise cross-entropy (+ --dice-weight)")
     data = SegmentationData(
         cfg.data,
         data_dir=cfg.data_dir,
