@@ -65,6 +65,13 @@ def info(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="graph: replace an existing file")] = False,
+    receptive_field: Annotated[
+        bool,
+        typer.Option(
+            "--receptive-field",
+            help="also print each stage's receptive field and jump (classifiers)",
+        ),
+    ] = False,
 ) -> None:
     """Per-layer output shapes, parameters and MACs of one model (and its graph)."""
     from cnnzoo.registry import create_model, model_info
@@ -82,6 +89,12 @@ def info(
             f"{name} needs inputs of at least {meta.min_input_size}x{meta.min_input_size}, "
             f"got {size[1]}x{size[2]}"
         )
+    fields = None
+    if receptive_field:  # first, so that a model without stages fails before any output
+        from cnnzoo.explain.receptive import receptive_fields
+
+        options = {k: v for k, v in kwargs.items() if k != "in_channels"}
+        fields = receptive_fields(name, size, **options)
     model = create_model(name, **kwargs)
     rows = summarize(model, size, max_depth=depth)
     table = Table(title=f"{name}  input {'x'.join(map(str, size))}  ({meta.paper})")
@@ -100,3 +113,41 @@ def info(
 
         written = draw_graph(model, (1, *size), graph, depth=graph_depth, overwrite=overwrite)
         console.print(f"wrote the computational graph to {written}", highlight=False)
+    if fields is not None:
+        print_receptive_fields(name, fields)
+
+
+def _pair(values: tuple[int, int]) -> str:
+    """``435`` for equal height and width, ``435x211`` otherwise."""
+    return str(values[0]) if values[0] == values[1] else f"{values[0]}x{values[1]}"
+
+
+def _percent(share: float) -> str:
+    """``12%``, or ``0.4%`` below 10 %."""
+    return f"{share:.1%}" if share < 0.1 else f"{share:.0%}"
+
+
+def print_receptive_fields(name: str, fields: list[Any]) -> None:
+    """Print one row per stage: channels, jump, receptive field and how much input it sees.
+
+    ``fields`` are :class:`~cnnzoo.explain.receptive.StageField` of one model.
+    """
+    side = fields[0].input_size
+    table = Table(
+        title=f"{name} receptive fields, input {_pair(side)} px",
+        caption="jump: input pixels between neighbouring cells. field: input pixels one "
+        "cell depends on (padding included), also per input side. sees: share of the "
+        "input inside the field of the map's central cell.",
+        caption_justify="left",
+    )
+    table.add_column("stage", no_wrap=True)
+    for col in ("channels", "jump", "field", "field/side", "sees"):
+        table.add_column(col, justify="right", no_wrap=True)
+    for f in fields:
+        relative = "/".join(
+            dict.fromkeys(_percent(s / n) for s, n in zip(f.size, side, strict=True))
+        )
+        table.add_row(
+            f.module, str(f.channels), _pair(f.jump), _pair(f.size), relative, _percent(f.coverage)
+        )
+    console.print(table)
