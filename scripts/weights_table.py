@@ -72,13 +72,14 @@ def render(index: Path = INDEX) -> str:
         "| weight set | model (options) | test metrics | stored | earlier best |",
         "|---|---|---|---|---|",
     ]
-    for entry in json.loads(index.read_text()):
+    entries = json.loads(index.read_text())
+    for entry in entries:
         metrics = ", ".join(_FORMAT[k].format(v) for k, v in entry["metrics"].items()
                             if k in _FORMAT)  # fmt: skip
         stored = f"{entry['storage']}, {entry['size'] / 2**20:.2f} MB"
         rows.append(f"| `{entry['name']}` | {_model(entry)} | {metrics} | {stored} | "
                     f"{_baseline(entry)} |")  # fmt: skip
-    total = sum(e["size"] for e in json.loads(index.read_text())) / 2**20
+    total = sum(e["size"] for e in entries) / 2**20
     rows.append(f"\n{len(rows) - 2} sets, {total:.1f} MB in all.")
     return "\n".join(rows)
 

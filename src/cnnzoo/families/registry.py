@@ -88,8 +88,8 @@ def check_options(cfg: TrainConfig, task: str) -> None:
     for field in dataclasses.fields(TrainConfig):
         if field.name in allowed:
             continue
-        value = getattr(cfg, field.name)
-        if value == _default(field) or value == task_defaults.get(field.name, _default(field)):
+        value, default = getattr(cfg, field.name), _default(field)
+        if value == default or value == task_defaults.get(field.name, default):
             continue
         families = [family_for(t) for t in {*BUILTIN, *_LOADED}]
         owners = sorted({f.name for f in families if field.name in f.options})
