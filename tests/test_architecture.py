@@ -1,6 +1,8 @@
 """The house keeps its shape: imports point downwards (DESIGN.md's layers) and no modules
 import each other in a circle. Module-level and function-level imports both count; a
-package's ``__init__`` (the registration idiom) does not."""
+package's ``__init__`` (the registration idiom) does not, nor does an import under
+``if TYPE_CHECKING:`` (a type named in an annotation, never run: e.g. viz draws
+explain's records without calling explain)."""
 
 from __future__ import annotations
 
@@ -14,28 +16,29 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "cnnzoo"
 
 NEVER: dict[str, set[str]] = {
     "layers": {"models", "registry", "rundir", "tasks", "data", "compress", "weights",
-               "families", "workflows", "experiments", "cli", "viz"},
-    "models": {"rundir", "tasks", "data", "compress", "families", "workflows", "experiments",
-               "cli", "viz"},
+               "families", "explain", "workflows", "experiments", "cli", "viz"},
+    "models": {"rundir", "tasks", "data", "compress", "families", "explain", "workflows",
+               "experiments", "cli", "viz"},
     "weights": {"models", "registry", "rundir", "tasks", "data", "compress", "families",
-                "workflows", "experiments", "cli", "viz"},
-    "registry": {"rundir", "tasks", "data", "compress", "families", "workflows",
+                "explain", "workflows", "experiments", "cli", "viz"},
+    "registry": {"explain", "rundir", "tasks", "data", "compress", "families", "workflows",
                  "experiments", "cli", "viz"},
-    "rundir": {"tasks", "data", "compress", "families", "workflows", "experiments", "cli",
-               "viz"},
+    "rundir": {"tasks", "data", "compress", "families", "explain", "workflows", "experiments",
+               "cli", "viz"},
     "data": {"models", "registry", "rundir", "tasks", "compress", "weights", "families",
-             "workflows", "experiments", "cli", "viz"},
-    "tasks": {"rundir", "data", "families", "workflows", "experiments", "cli"},
-    "compress": {"rundir", "data", "families", "workflows", "experiments", "cli"},
+             "explain", "workflows", "experiments", "cli", "viz"},
+    "tasks": {"explain", "rundir", "data", "families", "workflows", "experiments", "cli"},
+    "compress": {"explain", "rundir", "data", "families", "workflows", "experiments", "cli"},
     "viz": {"models", "registry", "rundir", "tasks", "data", "compress", "weights",
-            "families", "workflows", "experiments", "cli"},
-    "families": {"workflows", "experiments", "cli"},
+            "families", "explain", "workflows", "experiments", "cli"},
+    "families": {"explain", "workflows", "experiments", "cli"},
     "workflows": {"experiments", "cli"},
     "experiments": {"cli"},
+    "explain": {"workflows", "experiments", "cli"},
 }  # fmt: skip
 """Layer -> the layers it must never import (DESIGN.md: cli > experiments > workflows >
-families > tasks, data, compress, weights, models > layers; rundir uses models; viz imports
-nothing above it)."""
+explain > families > tasks, data, compress, weights, models > layers; rundir uses models;
+viz imports nothing above it)."""
 
 
 def _graph() -> dict[str, set[str]]:
@@ -46,7 +49,16 @@ def _graph() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = defaultdict(set)
     for name, path in modules.items():
         package = name.rsplit(".", 1)[0] if not name.endswith("__init__") else name[:-9]
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for inner in ast.walk(node)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             targets = []
             if isinstance(node, ast.ImportFrom) and node.module:
                 base = node.module

@@ -149,6 +149,26 @@ def test_deep_models_take_well_under_a_second() -> None:
     assert _sizes(vgg)[-1] == 212
 
 
+def test_unet_by_hand() -> None:
+    """U-Net (no backbone): its own feature_info, two 3x3 convs per level, 2x2 pools."""
+    fields = receptive_fields("unet")
+    assert [f.module for f in fields] == ["inc", "down.0", "down.1", "down.2", "down.3"]
+    # inc: 1 + 2 + 2 = 5; each level: pool +1*j (j doubles), then two 3x3 at the new j.
+    assert _sizes(fields) == [5, 14, 32, 68, 140]
+    assert _jumps(fields) == [1, 2, 4, 8, 16]
+
+
+def test_segmenters_and_detectors_use_their_backbone_stages() -> None:
+    """FCN-8s reads VGG-16's pool3/pool4/pool5 (44, 100, 212 px: VGG-16 by hand above);
+    YOLOv3's Darknet-53 ends at 32 px cells. Stage names are paths from the model's root."""
+    fcn = receptive_fields("fcn8s")
+    assert all(f.module.startswith("backbone.") for f in fcn)
+    assert _sizes(fcn) == [44, 100, 212] and _jumps(fcn) == [8, 16, 32]
+    yolo = receptive_fields("yolov3")
+    assert _jumps(yolo) == [8, 16, 32]
+    assert _sizes(yolo)[0] < _sizes(yolo)[1] < _sizes(yolo)[2]
+
+
 # -- the exact gradient probe as an independent check ----------------------------------------
 class _StopError(Exception):
     pass
@@ -282,7 +302,7 @@ def test_operation_without_a_rule_is_refused() -> None:
     ("model", "kwargs", "message"),
     [
         ("resnet5", {}, "unknown model 'resnet5'"),
-        ("unet", {}, "'unet' is a segmentation model"),
+        ("dcgan", {}, "'dcgan' has no feature_info"),
         ("vgg16", {"input_size": (3, 8, 8)}, "does not run on a 3x8x8 input"),
         ("vgg16", {"input_size": (3, 0, 8)}, "three positive ints"),
         (nn.Conv2d(3, 3, 3), {}, "has no feature_info"),
@@ -306,7 +326,7 @@ def test_cli_prints_the_table_in_80_columns() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "message"), [("unet", "segmentation model"), ("resnet5", "unknown model")]
+    ("name", "message"), [("dcgan", "has no feature_info"), ("resnet5", "unknown model")]
 )
 def test_cli_refusal_is_one_line_and_exit_2(name: str, message: str) -> None:
     result = CliRunner().invoke(app, ["info", name, "--receptive-field"])

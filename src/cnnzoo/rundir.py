@@ -159,6 +159,11 @@ class RunDir:
         return self.path / "predictions"
 
     @property
+    def explanations(self) -> Path:
+        """Where ``cnnzoo explain`` writes by default."""
+        return self.path / "explain"
+
+    @property
     def label(self) -> str:
         """How messages name the run: its folder."""
         return str(self.path)
@@ -265,6 +270,10 @@ class WeightsRun(RunDir):
     @property
     def predictions(self) -> Path:
         return Path("predictions") / self.weight_set.name
+
+    @property
+    def explanations(self) -> Path:
+        return Path("explain") / self.weight_set.name
 
     @property
     def plots(self) -> Path:

@@ -14,6 +14,7 @@ from cnnzoo.cli import evaluation  # noqa: F401  eval, predict
 from cnnzoo.cli import generative  # noqa: F401  sample, translate
 from cnnzoo.cli import detection  # noqa: F401  anchors, data convert
 from cnnzoo.cli import compress  # noqa: F401  compress, export, bench
+from cnnzoo.cli import explain  # noqa: F401  explain
 from cnnzoo.cli import report  # noqa: F401  report
 from cnnzoo.cli import experiments  # noqa: F401  experiment, demo
 

@@ -92,6 +92,7 @@ def _ensure_loaded() -> None:
         transfer,
         upsampling,
         vanishing_gradients,
+        what_layers_learn,
     )
 
 

@@ -1,4 +1,4 @@
-"""Receptive fields of a classifier's stages: which input pixels one feature-map cell depends on.
+"""Receptive fields of a model's stages: which input pixels one feature-map cell depends on.
 
 For every stage of a model's ``feature_info``, :func:`receptive_fields` reports, per axis,
 
@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.explain.layers import stages_of
 
 Pair = tuple[int, int]
 
@@ -348,16 +349,11 @@ class _DoneError(Exception):
 
 # -- the public function ----------------------------------------------------------------------
 def _build(name: str, size: tuple[int, int, int], model_kwargs: dict[str, Any]) -> nn.Module:
-    """Build registered classifier ``name`` on the meta device (no weights, no time)."""
+    """Build registered model ``name`` on the meta device (no weights, no time)."""
     from cnnzoo.models.meta import shapes_only
     from cnnzoo.registry import create_model, model_info
 
-    info = model_info(name)
-    if info.task != "classification":
-        raise CnnzooError(
-            f"receptive fields are computed for the stages of classification models; "
-            f"{name!r} is a {info.task} model"
-        )
+    model_info(name)  # an unknown name: one line with close matches
     with shapes_only():
         return create_model(name, **{"in_channels": size[0], **model_kwargs})
 
@@ -380,10 +376,13 @@ def receptive_fields(
     input_size: Sequence[int] | None = None,
     **model_kwargs: Any,
 ) -> list[StageField]:
-    """Return the receptive field of every stage in a classifier's ``feature_info``.
+    """Return the receptive field of every stage in a model's ``feature_info``.
+
+    A segmenter or detector built on a backbone uses its backbone's stages
+    (:func:`~cnnzoo.explain.layers.stages_of`), named from the model's root.
 
     Args:
-        model: a registered classification model's name, built on the meta device (no
+        model: a registered model's name, built on the meta device (no
             weights), or a built model with ``feature_info``, which stays untouched (its
             weights are replaced by meta stand-ins for the pass; its modes are restored).
         input_size: (channels, height, width) of the input; default: the registry's size
@@ -395,8 +394,8 @@ def receptive_fields(
         One :class:`StageField` per stage, shallow to deep.
 
     Raises:
-        CnnzooError: for an unknown name, a model that is not a classifier or has no
-            ``feature_info``, builder options with a built model, an input the model
+        CnnzooError: for an unknown name, a model without ``feature_info`` (its own or its
+            backbone's), builder options with a built model, an input the model
             cannot run, or a stage whose field cannot be told (see the module docstring).
     """
     size = tuple(int(v) for v in (input_size or _default_size(model)))
@@ -412,11 +411,11 @@ def receptive_fields(
             )
         net = model
         name = getattr(model, "model_name", type(model).__name__)
-    stages = getattr(net, "feature_info", None)
+    stages = stages_of(net)
     if not stages:
         raise CnnzooError(
-            f"model {name!r} has no feature_info; receptive fields are computed for the "
-            "stages of classification models"
+            f"model {name!r} has no feature_info (its own or its backbone's): receptive "
+            "fields are computed for the stages it lists"
         )
     return _trace(net, name, stages, size)  # type: ignore[arg-type]
 

@@ -3,8 +3,10 @@
 The page holds a summary table (model, task, data, cost and every ``test/*`` metric, the best
 per column highlighted), the configuration keys that differ between the runs, the
 ``metrics.csv`` curves the runs share overlaid in one new figure, and a section per run with
-every PNG of its ``plots/`` folder. Images are embedded as base64 data URIs and the CSS is
-inline, so the file can be mailed or archived alone; nothing needs JavaScript.
+every PNG of its ``plots/`` folder (and, when asked for, a classification run's most
+confident mistakes with their class activation maps, computed at report time). Images are
+embedded as base64 data URIs and the CSS is inline, so the file can be mailed or archived
+alone; nothing needs JavaScript.
 
 Any task's runs work (classification, segmentation, detection, generative, compressed):
 the page shows what a run has and skips what it lacks.
@@ -35,6 +37,7 @@ CONFIG_IGNORED = ("out",)  # always differs, and the run's name already says it
 CSV_NOT_CURVES = ("epoch", "step", "seconds")
 MAX_PLOTS_PER_RUN = 40
 MAX_OVERLAYS = 12
+TOP_LOSSES_LIMIT = 1000  # test images scored per run, so a report stays quick
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
@@ -346,7 +349,39 @@ def _details_table(run: RunRecord) -> str:
     return "".join(parts)
 
 
-def _run_section(run: RunRecord, index: int) -> str:
+def _mistakes_section(run: RunRecord, n: int) -> str:
+    """The run's ``n`` most confident mistakes with Grad-CAM (see
+    :mod:`cnnzoo.explain.top_losses`), or a note saying why the page has none."""
+    head = "<h4>Most confident mistakes</h4>"
+    task = run.get("task")
+    if task not in (None, "classification"):
+        why = f"they apply to classification runs; this is a {task} run"
+        return f'{head}<p class="note">Skipped: {escape(why)}.</p>'
+    try:
+        from cnnzoo.explain.top_losses import top_losses
+        from cnnzoo.viz.top_losses import top_losses_png
+
+        items = top_losses(run.path, n, limit=TOP_LOSSES_LIMIT, download=False)
+        png = top_losses_png(items) if items else b""
+    except CnnzooError as err:
+        return f'{head}<p class="note">Skipped: {escape(str(err))}</p>'
+    except Exception as err:  # one section never costs the whole page
+        why = f"could not be computed ({type(err).__name__}: {err}".splitlines()[0] + ")"
+        return f'{head}<p class="note">Skipped: {escape(why)}.</p>'
+    if not items:
+        none = f"No mistakes among the first {TOP_LOSSES_LIMIT:,} test images."
+        return f'{head}<p class="note">{none}</p>'
+    caption = (
+        f"The {len(items)} largest losses among the mistakes on (up to) the first "
+        f"{TOP_LOSSES_LIMIT:,} test images: each pair shows Grad-CAM of the predicted class, "
+        "then of the true class; captions read pred / true / loss / prob of pred. "
+        "<code>cnnzoo explain RUN --top-losses N</code> draws more."
+    )
+    figure = f"<figure>{_img(png, 'most confident mistakes')}<figcaption>{caption}</figcaption>"
+    return f"{head}\n{figure}</figure>"
+
+
+def _run_section(run: RunRecord, index: int, top_losses: int = 0) -> str:
     out = [f'<h3 id="run-{index}">{escape(run.name)}</h3>',
            f'<p class="note">{escape(str(run.path))}</p>']  # fmt: skip
     out += [f'<p class="note">{escape(p)}</p>' for p in run.problems]
@@ -364,11 +399,18 @@ def _run_section(run: RunRecord, index: int) -> str:
         out.append(f"<figure>{_img(data, rel)}<figcaption>{escape(rel)}</figcaption></figure>")
     if len(run.plots) > len(shown):
         out.append(f'<p class="note">{len(run.plots) - len(shown)} more plots not shown.</p>')
+    if top_losses > 0:
+        out.append(_mistakes_section(run, top_losses))
     return "\n".join(out)
 
 
-def render_report(runs: list[RunRecord]) -> str:
-    """Return the whole HTML page for ``runs`` (see the module docstring)."""
+def render_report(runs: list[RunRecord], top_losses: int = 0) -> str:
+    """Return the whole HTML page for ``runs`` (see the module docstring).
+
+    Args:
+        top_losses: show each classification run's this many most confident mistakes
+            (0: none; the section explains itself where a run cannot have them).
+    """
     title = "cnnzoo report: " + ", ".join(r.name for r in runs)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
@@ -390,13 +432,20 @@ def render_report(runs: list[RunRecord]) -> str:
             "<figcaption>metrics.csv columns shared by the runs, per epoch</figcaption></figure>",
         ]
     parts.append("<h2>Runs</h2>")
-    parts += [_run_section(r, i) for i, r in enumerate(runs)]
+    parts += [_run_section(r, i, top_losses) for i, r in enumerate(runs)]
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
-def write_report(runs: list[str | Path], out: str | Path, overwrite: bool = False) -> Path:
+def write_report(
+    runs: list[str | Path], out: str | Path, overwrite: bool = False, top_losses: int = 0
+) -> Path:
     """Write one self-contained HTML page comparing the run directories ``runs``.
+
+    Args:
+        top_losses: show each classification run's this many most confident mistakes, with
+            Grad-CAM of the predicted and the true class (0: none; ``cnnzoo report`` shows
+            8 unless ``--top-losses`` says otherwise).
 
     Returns:
         The path written (atomically).
@@ -414,5 +463,5 @@ def write_report(runs: list[str | Path], out: str | Path, overwrite: bool = Fals
         raise CnnzooError(f"{out} already exists; choose another --out or pass --overwrite")
     paths = [Path(r) for r in runs]
     records = [load_run(p, n) for p, n in zip(paths, _names(paths), strict=True)]
-    atomic_write_text(out, render_report(records))
+    atomic_write_text(out, render_report(records, top_losses))
     return out

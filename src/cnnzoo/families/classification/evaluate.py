@@ -112,12 +112,14 @@ def run_data(
     data_dir: str | None = None,
     split: str = "test",
     batch_size: int = 256,
+    download: bool = True,
 ) -> tuple[ClassificationData, list[str]]:
     """Open the data to evaluate a classification run on, prepared as in its training.
 
     Args:
         data: dataset name or folder; defaults to the dataset the model was trained on (then
             with the same held-out validation split: same fraction and seed).
+        download: fetch Fashion-MNIST when it is not found (False: a CnnzooError instead).
 
     Returns:
         The data module (serving ``split`` as its test loader; no augmentation) and the class
@@ -141,6 +143,7 @@ def run_data(
         resize_to=spec.get("resize_to"),
         image_size=trained_on["image_size"][0],
         channels=trained_on["in_channels"],
+        download=download,
     )
     names = match_training_data(dm, data, split, trained_on)
     return dm, names

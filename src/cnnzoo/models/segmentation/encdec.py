@@ -30,7 +30,7 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
 from cnnzoo.layers.upsample import UPSAMPLE_MODES, Upsample
 from cnnzoo.models.backbones import build_backbone
-from cnnzoo.models.base import init_weights_kaiming
+from cnnzoo.models.base import FeatureInfo, FeatureStage, init_weights_kaiming
 from cnnzoo.registry import register_model
 
 LECTURE_ENCDEC = (
@@ -137,6 +137,9 @@ class FullResolutionFCN(nn.Module):
             *(ConvBnAct(in_channels if i == 0 else width, width, 3) for i in range(depth))
         )
         self.classifier = nn.Conv2d(width, num_classes, 1)
+        self.feature_info = FeatureInfo(
+            FeatureStage(f"features.{i}", width, 1) for i in range(depth)
+        )
         init_weights_kaiming(self)
 
     def forward(self, x: Tensor) -> Tensor:

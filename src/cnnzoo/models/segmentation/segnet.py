@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
-from cnnzoo.models.base import init_weights_kaiming
+from cnnzoo.models.base import FeatureInfo, FeatureStage, init_weights_kaiming
 from cnnzoo.registry import register_model
 
 BADRINARAYANAN_2017 = (
@@ -123,6 +123,11 @@ class SegNet(nn.Module):
             MaxUnpoolDecoder(c, c_out, d) for c, c_out, d in zip(widths, outs, depths, strict=True)
         )
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
+        # Each encoder stage's convolutions, before its pooling (a tensor, not the tuple the
+        # stage returns), shallow to deep.
+        self.feature_info = FeatureInfo(
+            FeatureStage(f"encoder.{i}.convs", c, 2**i) for i, c in enumerate(widths)
+        )
         init_weights_kaiming(self)
 
     def forward(self, x: Tensor) -> Tensor:

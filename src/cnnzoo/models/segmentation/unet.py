@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
 from cnnzoo.layers.upsample import UPSAMPLE_MODES, Upsample
-from cnnzoo.models.base import init_weights_kaiming
+from cnnzoo.models.base import FeatureInfo, FeatureStage, init_weights_kaiming
 from cnnzoo.models.segmentation.encdec import pad_to_multiple
 from cnnzoo.registry import register_model
 
@@ -115,6 +115,11 @@ class UNet(nn.Module):
             UNetUp(widths[i + 1], widths[i], upsample) for i in reversed(range(depth))
         )
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
+        # The contracting path's levels, shallow to deep (where explanations look).
+        self.feature_info = FeatureInfo(
+            [FeatureStage("inc", widths[0], 1)]
+            + [FeatureStage(f"down.{i}", widths[i + 1], 2 ** (i + 1)) for i in range(depth)]
+        )
         init_weights_kaiming(self)
 
     def forward(self, x: Tensor) -> Tensor:
