@@ -85,6 +85,10 @@ def test_top_losses(tmp_path):
               "--out", str(png))  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "4 most confident mistakes" in out.stdout and png.is_file()
+    rows = [line for line in out.stdout.splitlines() if line.startswith("│") and "#" in line]
+    assert len(rows) == 4  # one table row per mistake, largest loss first
+    losses = [float(line.split("│")[4]) for line in rows]
+    assert losses == sorted(losses, reverse=True) and losses[-1] > 0
 
 
 def test_segmentation_and_detection_runs(scene, tmp_path):

@@ -73,6 +73,13 @@ def explain(
         if path is None:
             console.print(f"no mistakes on the {split} split: nothing to show")
             return
+        table = Table(title=f"{len(items)} most confident mistakes ({split} split)")
+        for col in ("image", "predicted", "true", "loss", "p(pred)", "p(true)"):
+            table.add_column(col, justify="left" if col in ("predicted", "true") else "right")
+        for t in items:
+            table.add_row(f"#{t.index}", t.pred_name, t.true_name, f"{t.loss:.2f}",
+                          f"{t.prob_pred:.2f}", f"{t.prob_true:.2f}")  # fmt: skip
+        console.print(table)
         console.print(f"{len(items)} most confident mistakes: {path}", highlight=False)
         return
     if method == "filters":
