@@ -97,6 +97,11 @@ def main() -> None:
         help="registered models or recipe names (see RECIPES)",
     )  # fmt: skip
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget per model")
+    parser.add_argument(
+        "--time-boxed", action="store_true",
+        help="fit epochs and lr schedule into --minutes (cnnzoo train --time) instead of the "
+        "recipes' epochs cut at --minutes",
+    )  # fmt: skip
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes'")
     parser.add_argument("--lr", type=float, default=None, help="override the recipes'")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -129,7 +134,9 @@ def main() -> None:
         cfg = TrainConfig(
             model=model, data="scenes", data_dir=args.data_dir, out=str(runs / name),
             epochs=epochs, lr=lr, batch_size=args.batch_size, precision=args.precision,
-            channels_last=True, max_time_minutes=args.minutes, accelerator=args.accelerator,
+            channels_last=True, accelerator=args.accelerator,
+            max_time_minutes=None if args.time_boxed else args.minutes,
+            time_minutes=args.minutes if args.time_boxed else None,
             val_fraction=0.05, snapshots=4, progress=False, num_workers=args.num_workers,
             **recipe,
         )  # fmt: skip

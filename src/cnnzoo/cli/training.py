@@ -56,7 +56,17 @@ def train(
     num_nodes: int = 1,
     precision: Annotated[str, typer.Option(help="32-true, bf16-mixed, 16-mixed")] = "32-true",
     channels_last: bool = False,
-    max_time: Annotated[float | None, typer.Option(help="training budget in minutes")] = None,
+    time: Annotated[
+        float | None,
+        typer.Option(
+            "--time",
+            help="training budget in minutes: epochs and lr schedule fitted to it "
+            "(replaces --epochs)",
+        ),
+    ] = None,
+    max_time: Annotated[
+        float | None, typer.Option(help="hard stop after this many minutes (lr as it is)")
+    ] = None,
     num_workers: int = 0,
     model_arg: Annotated[
         list[str] | None, typer.Option(help="builder option key=value, repeatable")
@@ -120,6 +130,7 @@ def train(
         locals(),
         out=out or f"runs/{model}",
         max_time_minutes=max_time,
+        time_minutes=time,
         model_kwargs=parse_model_args(model_arg or []) | width_arg(width),
         input_size=list(input_size) if input_size else None,
         class_weights=parse_floats(class_weights, "--class-weights"),

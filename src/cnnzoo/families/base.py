@@ -52,6 +52,7 @@ class TrainConfig:
     precision: str = "32-true"
     channels_last: bool = False
     max_time_minutes: float | None = None
+    time_minutes: float | None = None
     num_workers: int = 0
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     classes: list[int] | None = None
@@ -88,7 +89,7 @@ SHARED_OPTIONS: frozenset[str] = frozenset({
     "model", "data", "out", "data_dir", "epochs", "batch_size", "optimizer", "lr", "momentum",
     "nesterov", "weight_decay", "scheduler", "augment", "val_fraction", "subset", "seed",
     "accelerator", "devices", "num_nodes", "precision", "channels_last", "max_time_minutes",
-    "num_workers", "model_kwargs", "resume", "overwrite", "progress",
+    "time_minutes", "num_workers", "model_kwargs", "resume", "overwrite", "progress",
 })  # fmt: skip
 """The :class:`TrainConfig` fields every family takes; each of the others belongs to the
 families that list it in :attr:`Family.options`, and a run of another family that sets it is

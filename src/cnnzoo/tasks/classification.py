@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from cnnzoo.errors import CnnzooError, NonFiniteLossError
 from cnnzoo.models.base import AuxOutput
+from cnnzoo.tasks.budget import budgeted
 from cnnzoo.tasks.finetune import HEAD, parameter_stages
 from cnnzoo.tasks.optim import optimizer_config
 
@@ -160,5 +161,6 @@ class ClassificationTask(L.LightningModule):
             stages = parameter_stages(self.model)
             lr_scale = {n: hp.backbone_lr_scale for n, s in stages.items() if s != HEAD}
         return optimizer_config(
-            self.model, hp, lambda: int(self.trainer.estimated_stepping_batches), lr_scale
-        )
+            self.model, hp, lambda: int(self.trainer.estimated_stepping_batches), lr_scale,
+            retargetable=budgeted(self.trainer),
+        )  # fmt: skip

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from cnnzoo.errors import NonFiniteLossError
+from cnnzoo.tasks.budget import budgeted
 from cnnzoo.tasks.optim import optimizer_config
 
 Batch = tuple[Tensor, list[dict[str, Tensor]]]
@@ -225,5 +226,6 @@ class DetectionTask(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return optimizer_config(
-            self.model, self.hparams, lambda: int(self.trainer.estimated_stepping_batches)
-        )
+            self.model, self.hparams, lambda: int(self.trainer.estimated_stepping_batches),
+            retargetable=budgeted(self.trainer),
+        )  # fmt: skip

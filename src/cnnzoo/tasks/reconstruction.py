@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from cnnzoo.errors import NonFiniteLossError
+from cnnzoo.tasks.budget import budgeted
 from cnnzoo.tasks.fid import TestFID, log_test_fid
 from cnnzoo.tasks.optim import optimizer_config
 
@@ -155,5 +156,6 @@ class ReconstructionTask(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return optimizer_config(
-            self.model, self.hparams, lambda: int(self.trainer.estimated_stepping_batches)
-        )
+            self.model, self.hparams, lambda: int(self.trainer.estimated_stepping_batches),
+            retargetable=budgeted(self.trainer),
+        )  # fmt: skip

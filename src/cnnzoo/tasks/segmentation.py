@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cnnzoo.errors import NonFiniteLossError
 from cnnzoo.models.base import AuxOutput
+from cnnzoo.tasks.budget import budgeted
 from cnnzoo.tasks.optim import optimizer_config
 
 IGNORE_INDEX = 255
@@ -164,5 +165,6 @@ class SegmentationTask(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         return optimizer_config(
-            self.model, self.hparams, lambda: int(self.trainer.estimated_stepping_batches)
-        )
+            self.model, self.hparams, lambda: int(self.trainer.estimated_stepping_batches),
+            retargetable=budgeted(self.trainer),
+        )  # fmt: skip

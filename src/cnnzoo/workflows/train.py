@@ -32,6 +32,7 @@ from cnnzoo.files import atomic_write_text
 from cnnzoo.models.base import count_params
 from cnnzoo.registry import model_info
 from cnnzoo.rundir import RunDir
+from cnnzoo.tasks.budget import TimeBudget
 from cnnzoo.tasks.classification import ClassificationTask
 
 EPOCH_COLUMNS = ("epoch", "step", "seconds", "lr")
@@ -155,6 +156,7 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
     family = family_for(task)
     cfg = cfg.resolved(family.defaults_for(task))
     check_options(cfg, task)
+    budget = TimeBudget(cfg.time_minutes) if cfg.time_minutes is not None else None
     if _rank() == 0:
         run = RunDir.create(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume)
     else:
@@ -176,8 +178,9 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
     start = time.perf_counter()
     table = EpochTable(run.path / "metrics.csv", start, job.columns, job.train_columns)
     trainer = build_trainer(
-        cfg, run, [table, *job.callbacks], monitor=job.monitor if has_val else None
-    )
+        cfg, run, [table, *job.callbacks, *([budget] if budget else [])],
+        monitor=job.monitor if has_val else None,
+    )  # fmt: skip
     if trainer.is_global_zero and job.trainable is not None:
         run.write_json("trainable.json", job.trainable.to_dict())
     if trainer.is_global_zero:
@@ -200,6 +203,8 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
         kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was saved yet"
         raise CnnzooError(f"training stopped: {err}; {kept}") from None
     seconds = time.perf_counter() - start
+    if budget is not None and trainer.is_global_zero:
+        run.write_json("budget.json", budget.summary(trainer))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     if job.test and job.data.has_split("test"):
         test = trainer.test(job.module, datamodule=job.data, verbose=False)[0]

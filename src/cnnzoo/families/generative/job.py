@@ -143,6 +143,11 @@ def generative_job(cfg: TrainConfig) -> Job:
         fid_samples, fid_note = fid_samples_for(
             model, info.task, spec.in_channels, data.has_split("test"), cfg.fid_samples
         )
+    if is_gan(model) and cfg.time_minutes is not None:
+        raise CnnzooError(
+            f"--time fits one learning-rate schedule into the budget; {cfg.model} trains two "
+            "networks with a per-epoch decay (--decay-start): give --epochs (and --max-time)"
+        )
     if is_gan(model):
         module: L.LightningModule = GANTask(
             model, lr=cfg.lr or 2e-4, decay_start=cfg.decay_start, fid_samples=fid_samples,
