@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.tasks.budget import TimeBudget, budgeted, fit_epochs
+from cnnzoo.tasks.budget import Plan, TimeBudget, budgeted, fit_epochs, plan_run
 from cnnzoo.tasks.optim import START, WARMUP, ProgressSchedule, build_scheduler, progress_factor
 
 
@@ -95,6 +95,23 @@ def test_fit_epochs(budget: float, elapsed: float, done: int, epoch: float, expe
     assert fit_epochs(budget, elapsed, done, epoch) == expected
 
 
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        # 10 s epochs of 20 steps, 20 s gone: 4 more whole epochs end on the budget
+        ((60, 20, 40, 2, 20, 10, 0.5), Plan(6, 120, False)),
+        # 6-minute epochs in 15 minutes: 2 or 3 whole epochs miss by 3 minutes; 2.5 do not
+        ((900, 360, 1000, 1, 1000, 360, 0.36), Plan(3, 2500, True)),
+        # during the first epoch: 100 s epochs, 60 s budget: the 30 steps that fit
+        ((60, 2, 1, 0, 50, 100, 2), Plan(1, 30, True)),
+        # no time left: stop where it is
+        ((60, 61, 30, 3, 10, 20, 2), Plan(3, 30, False)),
+    ],
+)
+def test_plan_run(args: tuple, expected: Plan) -> None:
+    assert plan_run(*args) == expected
+
+
 def test_non_positive_budget_is_refused() -> None:
     with pytest.raises(CnnzooError, match="--time must be a positive number of minutes, got 0"):
         TimeBudget(0)
@@ -144,7 +161,8 @@ def _loader(n: int) -> DataLoader:
     [
         (0.5, 0.0, 10, 12, 120),  # 5 s epochs in 60 s: 12, the schedule ends with the last
         (0.5, 2.0, 10, 9, 90),  # + 2 s validation: 7 s epochs, round(60 / 7) = 9
-        (2.0, 0.0, 50, 1, 29),  # an epoch of 100 s: the steps that fit (97 % of 30)
+        (2.0, 0.0, 50, 1, 30),  # an epoch of 100 s: the 30 steps that fit
+        (0.5, 0.0, 100, 2, 120),  # 50 s epochs: one, then the 20 steps that fit of a second
     ],
 )
 def test_a_simulated_run_fits_the_budget_and_ends_annealed(

@@ -87,7 +87,12 @@ def compress(
 @app.command()
 @clear_errors
 def export(
-    run: Annotated[str, typer.Argument(help="a classification run directory")],
+    run: Annotated[
+        str,
+        typer.Argument(
+            help="a classification, segmentation or one-stage detection run (or weight set)"
+        ),
+    ],
     out: Annotated[str, typer.Option(help="the .onnx file; its manifest goes to .json")] = (
         "model.onnx"
     ),
@@ -98,7 +103,10 @@ def export(
     check_images: Annotated[int, typer.Option(help="test images compared with PyTorch")] = 32,
     overwrite: bool = False,
 ) -> None:
-    """ONNX (dynamic batch) checked against PyTorch, plus model.json for a device app."""
+    """ONNX (dynamic batch) checked against PyTorch, plus model.json for a device app.
+
+    Classifiers and segmenters export their logits; one-stage detectors their candidate
+    boxes and scores, the manifest describing the NMS to run after the graph."""
     from cnnzoo.workflows.export import ATOL, RTOL, export_run
 
     r = export_run(run, out, fmt=format, opset=opset, check_images=check_images,
@@ -107,8 +115,11 @@ def export(
     if r.max_abs_diff is not None:
         console.print(
             f"ONNX Runtime vs PyTorch on {r.images_checked} images: max |diff| "
-            f"{r.max_abs_diff:.2e} (tolerance {ATOL:g} + {RTOL:g} x |logit|)"
+            f"{r.max_abs_diff:.2e} (tolerance {ATOL:g} + {RTOL:g} x |value|)"
         )
+    if r.postprocessing:
+        steps = "; ".join(r.postprocessing["steps"])
+        console.print(f"after the graph: {steps}", highlight=False)
 
 
 @app.command()

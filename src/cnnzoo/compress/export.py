@@ -34,6 +34,10 @@ from cnnzoo.files import atomic_write_bytes
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+CLASSIFIER_OUTPUT = (
+    "logits: unnormalised class scores; softmax over axis 1 gives probabilities, argmax "
+    "gives the class index into 'classes'"
+)
 MIN_OPSET = 18
 _MAX_BYTES = 2**31 - 1  # protobuf's limit for one serialized message
 
@@ -72,20 +76,23 @@ def export_onnx(
     opset: int = MIN_OPSET,
     dynamic_batch: bool = True,
     overwrite: bool = False,
+    output_names: Sequence[str] = (OUTPUT_NAME,),
 ) -> Path:
     """Export ``model`` (in eval mode) to a self-contained ONNX file.
 
-    The graph takes ``"input"`` of shape ``(batch, *input_shape)`` and returns ``"logits"``;
-    with ``dynamic_batch`` the batch axis is symbolic, otherwise fixed at 1. The model's
-    training/eval mode is restored afterwards.
+    The graph takes ``"input"`` of shape ``(batch, *input_shape)`` and returns
+    ``output_names`` (``"logits"`` by default); with ``dynamic_batch`` the batch axis is
+    symbolic, otherwise fixed at 1. The model's training/eval mode is restored afterwards.
 
     Args:
-        model: a classifier, ``forward(x) -> logits``.
+        model: ``forward(x)`` returns one tensor (logits of a classifier or a segmenter) or a
+            tuple of tensors, one per name in ``output_names``.
         path: the ``.onnx`` file to write (atomically).
         input_shape: ``(C, H, W)`` of one image, as the model receives it (after any resize).
         opset: ONNX opset, 18 or more (see the module docstring).
         dynamic_batch: make the batch axis dynamic.
         overwrite: replace an existing file.
+        output_names: the graph's output names, in the order ``forward`` returns them.
 
     Returns:
         The path written.
@@ -115,7 +122,7 @@ def export_onnx(
                 model,
                 (example,),
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=list(output_names),
                 opset_version=opset,
                 dynamic_shapes=dynamic_shapes,
                 dynamo=True,
@@ -159,32 +166,40 @@ def verify_onnx(
             element is outside the tolerance (the message gives both the difference and the
             tolerance).
     """
-    from cnnzoo.compress.runtime import ort_logits, ort_session
+    from cnnzoo.compress.runtime import ort_outputs, ort_session
 
     x = inputs.detach().float().cpu()
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            expected = model(x.to(_device(model))).float().cpu().numpy()
+            out = model(x.to(_device(model)))
     finally:
         model.train(was_training)
+    torch_outputs = [out] if isinstance(out, Tensor) else list(out)
     session = ort_session(path, threads=1)
-    actual = ort_logits(session, x.numpy())
-    if actual.shape != expected.shape:
-        raise CnnzooError(
-            f"{path} gives outputs of shape {actual.shape}, PyTorch {expected.shape}: "
-            "the file is for a different model"
-        )
-    diff = np.abs(actual - expected)
-    max_diff = float(diff.max()) if diff.size else 0.0
-    bound = atol + rtol * np.abs(expected)
-    if not bool(np.all(diff <= bound)):
-        worst_bound = float(bound.flat[int(np.argmax(diff - bound))])
-        raise CnnzooError(
-            f"{path} does not match PyTorch: max abs difference {max_diff:.3g} exceeds the "
-            f"tolerance atol={atol:g} + rtol={rtol:g}*|logit| (<= {worst_bound:.3g} there)"
-        )
+    onnx_outputs = ort_outputs(session, x.numpy())
+    max_diff = 0.0
+    for name, expected_t, actual in zip(
+        [o.name for o in session.get_outputs()], torch_outputs, onnx_outputs, strict=True
+    ):
+        expected = expected_t.float().cpu().numpy()
+        if actual.shape != expected.shape:
+            raise CnnzooError(
+                f"{path} gives {name} of shape {actual.shape}, PyTorch {expected.shape}: "
+                "the file is for a different model"
+            )
+        diff = np.abs(actual - expected)
+        worst = float(diff.max()) if diff.size else 0.0
+        bound = atol + rtol * np.abs(expected)
+        if not bool(np.all(diff <= bound)):
+            worst_bound = float(bound.flat[int(np.argmax(diff - bound))])
+            raise CnnzooError(
+                f"{path} does not match PyTorch: max abs difference {worst:.3g} in {name} "
+                f"exceeds the tolerance atol={atol:g} + rtol={rtol:g}*|value| "
+                f"(<= {worst_bound:.3g} there)"
+            )
+        max_diff = max(max_diff, worst)
     return max_diff
 
 
@@ -213,6 +228,8 @@ def device_manifest(
     image_size: Sequence[int],
     resize_to: int | None = None,
     quantization: str = "fp32",
+    meanings: Sequence[str] | None = None,
+    postprocessing: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Describe an exported model for an app that runs it without cnnzoo (its ``model.json``).
 
@@ -222,6 +239,10 @@ def device_manifest(
     model was trained on resized batches (``resize_to`` in the run's spec), resized
     bilinearly. The arguments come from the run's spec: ``spec["model"]``,
     ``spec["data"]["class_names" | "mean" | "std" | "image_size"]`` and ``spec["resize_to"]``.
+
+    ``meanings`` says what each graph output is (default: a classifier's logits); a graph
+    with several outputs (a detector's boxes and scores) is listed under ``outputs``, one
+    under ``output``. ``postprocessing`` (a detector's score threshold and NMS) is copied in.
 
     Returns:
         A JSON-ready dict (see the keys below; ``format`` is ``"cnnzoo-device-manifest"``).
@@ -242,8 +263,13 @@ def device_manifest(
     except Exception as err:
         raise CnnzooError(f"{path} is not an ONNX model: {err}") from None
     graph = proto.graph
-    if len(graph.input) != 1 or len(graph.output) != 1:
+    if len(graph.input) != 1:
         raise CnnzooError(f"{path} has {len(graph.input)} inputs: expected one image input")
+    meanings = list(meanings or [CLASSIFIER_OUTPUT])
+    if len(meanings) != len(graph.output):
+        raise CnnzooError(
+            f"{path} has {len(graph.output)} outputs but {len(meanings)} meanings were given"
+        )
     in_dims, out_dims = _dims(graph.input[0]), _dims(graph.output[0])
     channels = in_dims[1] if len(in_dims) == 4 else None
     mean, std = [float(m) for m in mean], [float(s) for s in std]
@@ -268,6 +294,11 @@ def device_manifest(
             "after_normalize": True,
         }
     color = {1: "grayscale", 3: "RGB"}.get(channels, f"{channels} channels")
+    described = [
+        {"name": o.name, "shape": _dims(o), "dtype": "float32", "meaning": meaning}
+        for o, meaning in zip(graph.output, meanings, strict=True)
+    ]
+    outputs = {"output": described[0]} if len(described) == 1 else {"outputs": described}
     return {
         "format": "cnnzoo-device-manifest",
         "version": 1,
@@ -295,12 +326,7 @@ def device_manifest(
             "formula": "x[c] = (pixel[c] / 255 - mean[c]) / std[c]",
             "resize": resize,
         },
-        "output": {
-            "name": graph.output[0].name,
-            "shape": out_dims,
-            "dtype": "float32",
-            "meaning": "logits: unnormalised class scores; softmax over axis 1 gives "
-            "probabilities, argmax gives the class index into 'classes'",
-        },
+        **outputs,
+        **({"postprocessing": postprocessing} if postprocessing else {}),
         "classes": list(class_names),
     }

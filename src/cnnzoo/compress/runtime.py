@@ -96,6 +96,33 @@ def ort_logits(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 2
     return np.concatenate(outputs).astype(np.float32, copy=False)
 
 
+def ort_outputs(
+    session: ort.InferenceSession, x: np.ndarray, batch_size: int = 256
+) -> list[np.ndarray]:
+    """Run ``x`` in batches and return every output of the graph, each concatenated over
+    the batches (a detector's boxes and scores; a classifier's or segmenter's logits).
+
+    Raises:
+        CnnzooError: as :func:`ort_logits`.
+    """
+    x = np.ascontiguousarray(np.asarray(x), dtype=np.float32)
+    if x.ndim != 4:
+        raise CnnzooError(f"expected images (N, C, H, W), got shape {x.shape}")
+    name = session.get_inputs()[0].name
+    chunks: list[list[np.ndarray]] = []
+    try:
+        for start in range(0, len(x), max(1, batch_size)):
+            chunks.append(session.run(None, {name: x[start : start + batch_size]}))
+    except Exception as err:
+        expected = session.get_inputs()[0].shape
+        first = str(err).strip().splitlines()[0]
+        raise CnnzooError(
+            f"the ONNX model expects input {expected}, got {x.shape[1:]} per image: {first}"
+        ) from None
+    outputs = zip(*chunks, strict=True)
+    return [np.concatenate(parts).astype(np.float32, copy=False) for parts in outputs]
+
+
 def median_latency_ms(fn: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:
     """Time ``fn()``: ``warmup`` untimed calls, then the median of ``repeats`` timed calls.
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import Tensor
 
 from cnnzoo.errors import CnnzooError
 
@@ -133,11 +134,37 @@ class TrainResult:
 
 
 NOT_EXPORTED: dict[str, str] = {
-    "export": "export works on classifiers",
+    "export": "export works on classifiers, segmenters and one-stage detectors",
     "bench": "bench measures classifiers",
     "compress": "cnnzoo compress works on classifiers",
 }
 """What families whose models do not export say to ``export``, ``bench`` and ``compress``."""
+
+
+def input_shape(spec: dict[str, Any]) -> tuple[int, int, int]:
+    """Return ``(C, H, W)`` of one input as a run's model sees it (after any resize)."""
+    data = spec["data"]
+    size = spec.get("resize_to") or data["image_size"]
+    h, w = (size, size) if isinstance(size, int) else (size[0], size[-1])
+    return (int(data["in_channels"]), int(h), int(w))
+
+
+@dataclass
+class ExportPlan:
+    """What ``cnnzoo export`` turns into an ONNX graph for one run.
+
+    Attributes:
+        module: what the graph computes, ``forward(x)`` -> one tensor or a tuple.
+        output_names: the graph's outputs, in that order.
+        meanings: what each output is, for the device manifest.
+        postprocessing: what an app does after the graph (a detector's thresholds and NMS),
+            or None.
+    """
+
+    module: torch.nn.Module
+    output_names: tuple[str, ...]
+    meanings: tuple[str, ...]
+    postprocessing: dict[str, Any] | None = None
 
 
 @dataclass
@@ -223,6 +250,22 @@ class Family:
         """
         if not self.exports:
             raise self.refusal(command, label, task)
+
+    def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
+        """Return what ``cnnzoo export`` exports of a run's ``model`` (its ``spec`` is the
+        run's ``model.json``).
+
+        Raises:
+            CnnzooError: for a family, or a model of it, that does not export.
+        """
+        raise self.refusal("export", label, spec.get("task", self.name))
+
+    def check_images(self, run: RunDir, spec: dict[str, Any], n: int) -> tuple[Tensor, str]:
+        """Return up to ``n`` test images as the model sees them (an export is checked on
+        them), and what they are; standard-normal noise (seed 0) where the run's data is not
+        on this machine."""
+        noise = torch.randn(n, *input_shape(spec), generator=torch.Generator().manual_seed(0))
+        return noise, "standard-normal noise (the training data was not found)"
 
     def job(self, cfg: TrainConfig) -> Job:
         """Data, model and LightningModule of a training run.

@@ -9,20 +9,23 @@ schedule into the budget, so that the schedule has annealed when time is up (a p
    an epoch's time from the seconds per step, plus :data:`VALIDATION_RESERVE` for the
    validation pass it has not seen yet;
 2. after every epoch it re-estimates from the mean measured epoch (validation included);
-3. each estimate sets the number of epochs, ``round(remaining / epoch)`` more, and moves the
-   end of the :class:`~cnnzoo.tasks.optim.ProgressSchedule` to the last step of the last
-   epoch. The last decision is made one epoch ahead, so the run ends within about half an
-   epoch of the budget, with the learning rate at the schedule's final value.
+3. each estimate plans the rest of the run (:func:`plan_run`): whole epochs when a whole
+   number of them ends within :data:`SLACK` of the budget, otherwise as many steps as fit,
+   the last epoch stopping part-way (long epochs: a 15-minute budget of 6-minute epochs
+   becomes 2.5 epochs, not 2 or 3); and it moves the end of the
+   :class:`~cnnzoo.tasks.optim.ProgressSchedule` to the plan's last step. So the run ends
+   close to the budget with the learning rate at the schedule's final value.
 
-When one epoch is longer than the budget, the run stops after the steps that fit (the
-schedule ends there), and the last epoch is left unfinished. In a distributed run rank 0's
-measurement decides, broadcast to every rank.
+In a distributed run rank 0's clock decides, broadcast to every rank. A resumed run
+(``--resume``) gets the whole budget again from where it resumed.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -33,7 +36,7 @@ from cnnzoo.tasks.optim import ProgressSchedule
 
 VALIDATION_RESERVE = 0.15  # share added to the first epoch's estimate for its validation
 PROBES = (0.03, 0.10, 0.25, 0.50)  # budget shares at which the first epoch is estimated
-STEP_RESERVE = 0.97  # an epoch longer than the budget: schedule this share of the steps
+SLACK = 0.05  # whole epochs are kept when they end this close to the budget (share of it)
 
 
 def fit_epochs(budget: float, elapsed: float, epochs_done: int, epoch_seconds: float) -> int:
@@ -51,6 +54,53 @@ def fit_epochs(budget: float, elapsed: float, epochs_done: int, epoch_seconds: f
     """
     more = round(max(0.0, budget - elapsed) / max(epoch_seconds, 1e-9))
     return max(1, epochs_done + more, epochs_done)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long a run should be, counted from where it started (or resumed).
+
+    Attributes:
+        epochs: epochs in all (the last one partial when ``partial``).
+        steps: optimisation steps in all: the learning-rate schedule ends there.
+        partial: stop after ``steps``, inside the last epoch.
+    """
+
+    epochs: int
+    steps: int
+    partial: bool
+
+
+def plan_run(
+    budget: float,
+    elapsed: float,
+    steps_done: int,
+    epochs_done: int,
+    per_epoch: int,
+    epoch_seconds: float,
+    step_seconds: float,
+) -> Plan:
+    """Plan the rest of a run: whole epochs when they end within :data:`SLACK` of the budget,
+    otherwise as many steps as fit (the last epoch then stops part-way).
+
+    Args:
+        budget: seconds the run may take.
+        elapsed: seconds since training started.
+        steps_done: optimisation steps taken.
+        epochs_done: whole epochs finished (0 during the first).
+        per_epoch: steps per epoch.
+        epoch_seconds: measured (or estimated) seconds per epoch, validation included.
+        step_seconds: seconds per step (validation amortised over the steps, once measured).
+
+    Returns:
+        The :class:`Plan`.
+    """
+    remaining = max(0.0, budget - elapsed)
+    whole = fit_epochs(budget, elapsed, epochs_done, epoch_seconds)
+    if abs((whole - epochs_done) * epoch_seconds - remaining) <= SLACK * budget:
+        return Plan(whole, whole * per_epoch, False)
+    total = steps_done + int(remaining / max(step_seconds, 1e-9))
+    return Plan(max(1, math.ceil(total / per_epoch)), total, True)
 
 
 def budgeted(trainer: L.Trainer | None) -> bool:
@@ -95,16 +145,15 @@ class TimeBudget(Callback):
     def _elapsed(self, trainer: L.Trainer) -> float:
         return float(trainer.strategy.broadcast(self.clock() - self._start, src=0))
 
-    def _apply(self, trainer: L.Trainer, elapsed: float, epochs: int, steps: int) -> None:
-        per_epoch = int(trainer.num_training_batches)
-        trainer.fit_loop.max_epochs = epochs
-        total = epochs * per_epoch if steps <= 0 else steps
-        if steps > 0:  # an epoch longer than the budget: stop after the steps that fit
-            trainer.fit_loop.epoch_loop.max_steps = steps
+    def _apply(self, trainer: L.Trainer, elapsed: float, plan: Plan) -> None:
+        trainer.fit_loop.max_epochs = self._first_epoch + plan.epochs
+        total = self._first_step + plan.steps
+        trainer.fit_loop.epoch_loop.max_steps = total if plan.partial else -1
         for schedule in self._schedules:
             schedule.retarget(total)
-        if not self.decisions or self.decisions[-1][1:] != (epochs, total):
-            self.decisions.append((round(elapsed, 2), epochs, total))
+        decision = (round(elapsed, 2), self._first_epoch + plan.epochs, total)
+        if not self.decisions or self.decisions[-1][1:] != decision[1:]:
+            self.decisions.append(decision)
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -121,23 +170,24 @@ class TimeBudget(Callback):
         per_epoch = int(trainer.num_training_batches)
         if done < 1 or per_epoch < 1:
             return
-        step_seconds = elapsed / done
-        remaining_steps = (self.budget - elapsed) / step_seconds
-        if done + remaining_steps < per_epoch:  # the budget ends inside this epoch
-            steps = self._first_step + int(STEP_RESERVE * (done + remaining_steps))
-            self._apply(trainer, elapsed, self._first_epoch + 1, max(steps, trainer.global_step))
-            return
-        epoch = step_seconds * per_epoch * (1 + VALIDATION_RESERVE)
-        self._apply(trainer, elapsed, self._first_epoch + fit_epochs(self.budget, 0.0, 0, epoch), 0)
+        step = elapsed / done
+        epoch = step * per_epoch * (1 + VALIDATION_RESERVE)
+        self._apply(
+            trainer, elapsed, plan_run(self.budget, elapsed, done, 0, per_epoch, epoch, step)
+        )
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._probes = []  # from now on the measured epochs decide
-        if trainer.fit_loop.epoch_loop.max_steps > 0:
-            return  # the budget ended inside the first epoch: its steps stand
+        max_steps = trainer.fit_loop.epoch_loop.max_steps
+        if 0 <= max_steps <= trainer.global_step:
+            return  # stopping now, after the planned steps: the schedule has ended
         elapsed = self._elapsed(trainer)
         done = trainer.current_epoch + 1 - self._first_epoch
-        epochs = fit_epochs(self.budget, elapsed, done, elapsed / done)
-        self._apply(trainer, elapsed, self._first_epoch + epochs, 0)
+        steps = trainer.global_step - self._first_step
+        per_epoch = int(trainer.num_training_batches)
+        plan = plan_run(self.budget, elapsed, steps, done, per_epoch, elapsed / done,
+                        elapsed / max(steps, 1))  # fmt: skip
+        self._apply(trainer, elapsed, plan)
 
     def summary(self, trainer: L.Trainer) -> dict[str, Any]:
         """Return what the run records in ``budget.json``: the budget, the seconds the fit

@@ -23,11 +23,11 @@ from torch import nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.families.assemble import flush_denormals
+from cnnzoo.families.base import input_shape
 from cnnzoo.families.registry import exporting_family
 from cnnzoo.files import atomic_write_text
 from cnnzoo.rundir import RunDir, WeightsRun
 from cnnzoo.summary import count_macs
-from cnnzoo.workflows.compress import input_shape
 
 BATCHES = (1, 32)
 

@@ -32,6 +32,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.base import input_shape
 from cnnzoo.families.registry import exporting_family
 from cnnzoo.rundir import INT8_FILE, RunDir
 from cnnzoo.summary import count_macs
@@ -103,13 +104,6 @@ def _source(path: str) -> tuple[RunDir, nn.Module, dict[str, Any], dict[str, Any
     exporting_family(run, "compress")
     model, spec = run.load_model()
     return run, model, spec, run.read_config()
-
-
-def input_shape(spec: dict[str, Any]) -> tuple[int, int, int]:
-    """Return ``(C, H, W)`` of one input as a run's model sees it (after any resize)."""
-    data = spec["data"]
-    size = spec.get("resize_to") or data["image_size"][0]
-    return (int(data["in_channels"]), int(size), int(size))
 
 
 def _train_config(cfg: CompressConfig, config: dict[str, Any], epochs: int) -> TrainConfig:

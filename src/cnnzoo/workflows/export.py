@@ -1,4 +1,8 @@
-"""``cnnzoo export``: a run's classifier as an ONNX file plus the JSON a device app needs."""
+"""``cnnzoo export``: a run's model as an ONNX file plus the JSON a device app needs.
+
+What the graph computes is the run's family's answer (:meth:`Family.export_plan`): a
+classifier's or a segmenter's logits, a one-stage detector's candidate boxes and scores
+(the manifest describes the NMS an app runs after it)."""
 
 from __future__ import annotations
 
@@ -8,13 +12,11 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 from cnnzoo.errors import CnnzooError
-from cnnzoo.families.registry import exporting_family
+from cnnzoo.families import family_for
+from cnnzoo.families.base import input_shape
 from cnnzoo.files import atomic_write_text
 from cnnzoo.rundir import INT8_FILE, RunDir
-from cnnzoo.workflows.compress import input_shape
 
 FORMATS = ("onnx", "onnx-int8")
 ATOL, RTOL = 1e-4, 1e-3  # |onnx - torch| <= ATOL + RTOL * |torch|, on real test images
@@ -28,6 +30,7 @@ class ExportResult:
     manifest: Path
     max_abs_diff: float | None  # None for int8 (quantized: compared by accuracy instead)
     images_checked: int
+    postprocessing: dict | None = None  # what an app runs after the graph (detectors)
 
 
 def export_run(
@@ -38,19 +41,19 @@ def export_run(
     check_images: int = 32,
     overwrite: bool = False,
 ) -> ExportResult:
-    """Export a classification run to ``out`` (``.onnx``) and its manifest ``out.json``.
+    """Export a run to ``out`` (``.onnx``) and its manifest ``out.json``.
 
     ``onnx`` exports the PyTorch weights (fp32, dynamic batch) and checks the file against
     PyTorch with ONNX Runtime on ``check_images`` test images (tolerance :data:`ATOL` +
-    :data:`RTOL` x |output|). ``onnx-int8`` copies the int8 model that
-    ``cnnzoo compress --quantize int8`` made in the run.
+    :data:`RTOL` x |output|, every output). ``onnx-int8`` copies the int8 model that
+    ``cnnzoo compress --quantize int8`` made in a classification run.
 
     Returns:
         The paths written and the largest difference from PyTorch.
 
     Raises:
-        CnnzooError: for an unknown format, a run that is not a classifier or has no int8
-            model, an existing output (without ``overwrite``), or an ONNX model that does not
+        CnnzooError: for an unknown format, a run whose model does not export or has no
+            int8 model, an existing output (without ``overwrite``), or an ONNX model that does not
             match PyTorch within the tolerance.
     """
     from cnnzoo.compress.export import device_manifest, export_onnx, verify_onnx
@@ -69,8 +72,9 @@ def export_run(
         if path.exists() and not overwrite:
             raise CnnzooError(f"{path} already exists; pass --overwrite to replace it")
     run = RunDir.open(run_or_weights)
-    exporting_family(run, "export")
     model, spec = run.load_model()
+    family = family_for(spec.get("task", "classification"))
+    plan = family.export_plan(model, spec, run.label)
     out.parent.mkdir(parents=True, exist_ok=True)
     diff: float | None = None
     checked, inputs = 0, ""
@@ -85,15 +89,17 @@ def export_run(
             shutil.copyfile(source, tmp.name)
         Path(tmp.name).replace(out)
     else:
-        export_onnx(model, out, input_shape(spec), opset=opset, overwrite=overwrite)
-        images, inputs = _test_images(run, spec, check_images)
+        export_onnx(plan.module, out, input_shape(spec), opset=opset, overwrite=overwrite,
+                    output_names=plan.output_names)  # fmt: skip
+        images, inputs = family.check_images(run, spec, check_images)
         checked = len(images)
-        diff = verify_onnx(model, out, images, atol=ATOL, rtol=RTOL)
+        diff = verify_onnx(plan.module, out, images, atol=ATOL, rtol=RTOL)
     data = spec["data"]
     manifest = device_manifest(
         out, model_name=spec["model"], class_names=data["class_names"], mean=data["mean"],
         std=data["std"], image_size=data["image_size"], resize_to=spec.get("resize_to"),
-        quantization="int8" if fmt == "onnx-int8" else "fp32",
+        quantization="int8" if fmt == "onnx-int8" else "fp32", meanings=plan.meanings,
+        postprocessing=plan.postprocessing,
     )  # fmt: skip
     if diff is not None:
         manifest["verified"] = {
@@ -101,20 +107,4 @@ def export_run(
             "inputs": inputs, "against": "PyTorch fp32 eager, ONNX Runtime CPU",
         }  # fmt: skip
     atomic_write_text(manifest_path, json.dumps(manifest, indent=2) + "\n")
-    return ExportResult(out, manifest_path, diff, checked)
-
-
-def _test_images(run: RunDir, spec: dict, n: int) -> tuple[torch.Tensor, str]:
-    """The first ``n`` test images as the model sees them, and what they are.
-
-    Where the training data is not on this machine, standard-normal noise (seed 0) instead.
-    """
-    from cnnzoo.families.classification.evaluate import first_images, run_data
-
-    try:
-        dm, _ = run_data(run, spec, split="test", batch_size=max(n, 1))
-    except CnnzooError:
-        noise = torch.randn(n, *input_shape(spec), generator=torch.Generator().manual_seed(0))
-        return noise, "standard-normal noise (the training data was not found)"
-    x = first_images(dm, "test", n)
-    return x, f"the first {len(x)} test images of {spec['data']['name']}"
+    return ExportResult(out, manifest_path, diff, checked, plan.postprocessing)

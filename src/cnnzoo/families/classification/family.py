@@ -1,12 +1,19 @@
 """The classification family: classifiers trained on labelled images (Fashion-MNIST, image
 folders), evaluated by accuracy and a per-class table, used by ``predict`` (top-k classes)
-and the only family that ``export``, ``bench`` and ``compress`` take."""
+and the only family that ``bench`` and ``compress`` take."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from cnnzoo.errors import CnnzooError
 from cnnzoo.families.base import (
     EvalOptions,
     Evaluation,
+    ExportPlan,
     Family,
     Job,
     PredictOptions,
@@ -34,6 +41,21 @@ class ClassificationFamily(Family):
         "backbone_weights": "start from a run or weight set with --weights",
     }
     exports = True
+
+    def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
+        from cnnzoo.compress.export import CLASSIFIER_OUTPUT, OUTPUT_NAME
+
+        return ExportPlan(model, (OUTPUT_NAME,), (CLASSIFIER_OUTPUT,))
+
+    def check_images(self, run: RunDir, spec: dict[str, Any], n: int) -> tuple[Tensor, str]:
+        from cnnzoo.families.classification.evaluate import first_images, run_data
+
+        try:
+            dm, _ = run_data(run, spec, split="test", batch_size=max(n, 1))
+        except CnnzooError:
+            return super().check_images(run, spec, n)
+        x = first_images(dm, "test", n)
+        return x, f"the first {len(x)} test images of {spec['data']['name']}"
 
     def job(self, cfg: TrainConfig) -> Job:
         from cnnzoo.families.classification.job import classification_job

@@ -3,10 +3,16 @@ and per-class AP, used by ``predict`` (boxes drawn and a JSON per image)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+from torch import Tensor
+
 from cnnzoo.families.base import (
     NOT_EXPORTED,
     EvalOptions,
     Evaluation,
+    ExportPlan,
     Family,
     Job,
     PredictOptions,
@@ -36,7 +42,35 @@ class DetectionFamily(Family):
         "weights": "use --backbone-weights for the backbone",
         **dict.fromkeys(("loss", "label_smoothing", "dice_weight"), _COMPOUND),
     }
-    instead = NOT_EXPORTED
+    instead = {k: v for k, v in NOT_EXPORTED.items() if k != "export"}
+
+    def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
+        from cnnzoo.families.base import input_shape
+        from cnnzoo.families.detection.export import BOXES, SCORES, candidate_graph, postprocessing
+
+        _, h, w = input_shape(spec)
+        graph = candidate_graph(model, spec.get("model", label), (h, w))
+        defaults = PredictOptions()
+        return ExportPlan(graph, ("boxes", "scores"), (BOXES, SCORES),
+                          postprocessing(defaults.conf, defaults.iou))  # fmt: skip
+
+    def check_images(self, run: RunDir, spec: dict[str, Any], n: int) -> tuple[Tensor, str]:
+        from cnnzoo.data.det_datamodule import DetectionData
+        from cnnzoo.families.export_inputs import first_test_images
+
+        config, data = run.read_config(), spec["data"]
+        x = first_test_images(
+            lambda: DetectionData(
+                data["name"], data_dir=config.get("data_dir"), batch_size=max(n, 1),
+                input_size=spec.get("resize_to"), augment=False,
+                val_fraction=config.get("val_fraction", 0.1), seed=config.get("seed", 0),
+                channels=data["in_channels"], images_dir=config.get("images"),
+            ),
+            data["name"], n,
+        )  # fmt: skip
+        if x is None:
+            return super().check_images(run, spec, n)
+        return x, f"the first {len(x)} test images of {data['name']}"
 
     def job(self, cfg: TrainConfig) -> Job:
         from cnnzoo.families.detection.job import detection_job

@@ -3,10 +3,16 @@ evaluated by mIoU and a per-class IoU table, used by ``predict`` (label and over
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+from torch import Tensor
+
 from cnnzoo.families.base import (
     NOT_EXPORTED,
     EvalOptions,
     Evaluation,
+    ExportPlan,
     Family,
     Job,
     PredictOptions,
@@ -14,6 +20,11 @@ from cnnzoo.families.base import (
     TrainResult,
 )
 from cnnzoo.rundir import RunDir
+
+SEG_OUTPUT = (
+    "logits: per-pixel class scores (N, C, H, W); argmax over axis 1 gives each pixel's "
+    "class index into 'classes'"
+)
 
 
 class SegmentationFamily(Family):
@@ -33,7 +44,28 @@ class SegmentationFamily(Family):
         "label_smoothing": "segmentation trains with pixel-wise cross-entropy (+ --dice-weight)",
         "weights": "use --backbone-weights for the encoder",
     }
-    instead = NOT_EXPORTED
+    instead = {k: v for k, v in NOT_EXPORTED.items() if k != "export"}
+
+    def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
+        return ExportPlan(model, ("logits",), (SEG_OUTPUT,))
+
+    def check_images(self, run: RunDir, spec: dict[str, Any], n: int) -> tuple[Tensor, str]:
+        from cnnzoo.data.seg_datamodule import SegmentationData
+        from cnnzoo.families.export_inputs import first_test_images
+
+        config, data = run.read_config(), spec["data"]
+        x = first_test_images(
+            lambda: SegmentationData(
+                data["name"], data_dir=config.get("data_dir"), batch_size=max(n, 1),
+                input_size=spec.get("resize_to"), augment=False,
+                val_fraction=config.get("val_fraction", 0.1), seed=config.get("seed", 0),
+                channels=data["in_channels"],
+            ),
+            data["name"], n,
+        )  # fmt: skip
+        if x is None:
+            return super().check_images(run, spec, n)
+        return x, f"the first {len(x)} test images of {data['name']}"
 
     def job(self, cfg: TrainConfig) -> Job:
         from cnnzoo.families.segmentation.job import segmentation_job

@@ -331,9 +331,7 @@ class SSD(nn.Module):
         ``ssd_decode`` clipped to the image, class-aware NMS and top ``max_detections``
         (:func:`~cnnzoo.models.detection.postprocess.postprocess`). Labels are ``0 .. C-1``.
         """
-        deltas, logits, priors = outputs["deltas"], outputs["logits"], outputs["priors"]
-        scores_all = logits.float().softmax(-1)[..., 1:]  # (N, P, C)
-        boxes_all = clip_boxes(ssd_decode(deltas.float(), priors.float()), tuple(image_size))
+        boxes_all, scores_all = self.candidates(outputs, image_size)
         results = []
         for boxes, scores in zip(boxes_all, scores_all, strict=True):
             prior_idx, label = (scores > score_threshold).nonzero(as_tuple=True)
@@ -347,6 +345,17 @@ class SSD(nn.Module):
                 )
             )
         return results
+
+    def candidates(
+        self, outputs: dict[str, Tensor], image_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """Return every default box's decoded box ``(N, P, 4)`` xyxy pixels, clipped to the
+        image, with the softmax scores of the object classes ``(N, P, C)``, before thresholds
+        and NMS (the end of an exported graph)."""
+        deltas, logits, priors = outputs["deltas"], outputs["logits"], outputs["priors"]
+        scores = logits.float().softmax(-1)[..., 1:]  # (N, P, C)
+        boxes = clip_boxes(ssd_decode(deltas.float(), priors.float()), tuple(image_size))
+        return boxes, scores
 
 
 @register_model(

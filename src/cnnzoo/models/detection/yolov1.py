@@ -221,8 +221,17 @@ class YOLOv1(nn.Module):
         iou_threshold: float = 0.5,
         max_detections: int = 100,
     ) -> list[dict[str, Tensor]]:
-        """Return the detections of each image: every predicted box with each class scored
-        ``confidence x Pr(class | object)``, then :func:`postprocess`."""
+        """Return the detections of each image: :meth:`candidates`, then
+        :func:`~cnnzoo.models.detection.postprocess.score_candidates`."""
+        boxes, scores = self.candidates(outputs, image_size)
+        return score_candidates(
+            boxes, scores, image_size, score_threshold, iou_threshold, max_detections
+        )
+
+    def candidates(self, outputs: Tensor, image_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Return every predicted box ``(N, M, 4)`` xyxy pixels with each class scored
+        ``confidence x Pr(class | object)`` ``(N, M, C)``, before thresholds and NMS (the end
+        of an exported graph)."""
         n, s, b, nb = outputs.shape[0], self.grid, self.num_boxes, 5 * self.num_boxes
         p = self.activate(outputs.float())
         slots = p[..., :nb].reshape(n, s, s, b, 5)
@@ -230,14 +239,7 @@ class YOLOv1(nn.Module):
         scale = torch.tensor([w, h, w, h], device=p.device, dtype=p.dtype)
         boxes = self._boxes(slots) * scale  # (N, S, S, B, 4) pixels
         scores = slots[..., 4, None] * p[..., None, nb:]  # (N, S, S, B, C)
-        return score_candidates(
-            boxes.reshape(n, -1, 4),
-            scores.reshape(n, -1, self.num_classes),
-            image_size,
-            score_threshold,
-            iou_threshold,
-            max_detections,
-        )
+        return boxes.reshape(n, -1, 4), scores.reshape(n, -1, self.num_classes)
 
 
 @register_model(

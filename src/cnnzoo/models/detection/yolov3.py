@@ -306,8 +306,19 @@ class YOLOv3(nn.Module):
         iou_threshold: float = 0.5,
         max_detections: int = 100,
     ) -> list[dict[str, Tensor]]:
-        """Return the detections of each image: every anchor's box with each class scored
-        ``sigmoid(objectness) x sigmoid(class logit)``, then :func:`postprocess`."""
+        """Return the detections of each image: :meth:`candidates`, then
+        :func:`~cnnzoo.models.detection.postprocess.score_candidates`."""
+        all_boxes, all_scores = self.candidates(outputs, image_size)
+        return score_candidates(
+            all_boxes, all_scores, image_size, score_threshold, iou_threshold, max_detections
+        )
+
+    def candidates(
+        self, outputs: Sequence[Tensor], image_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        """Return every anchor's box ``(N, M, 4)`` xyxy pixels and its class scores
+        ``sigmoid(objectness) x sigmoid(class logit)`` ``(N, M, C)``, before thresholds and
+        NMS (the end of an exported graph)."""
         n = outputs[0].shape[0]
         boxes, scores = [], []
         for k, o in enumerate(outputs):
@@ -315,10 +326,7 @@ class YOLOv3(nn.Module):
             boxes.append(self.decode_boxes(o, k).reshape(n, -1, 4))
             s = o[..., 4:5].sigmoid() * o[..., 5:].sigmoid()
             scores.append(s.reshape(n, -1, self.num_classes))
-        all_boxes, all_scores = torch.cat(boxes, 1), torch.cat(scores, 1)
-        return score_candidates(
-            all_boxes, all_scores, image_size, score_threshold, iou_threshold, max_detections
-        )
+        return torch.cat(boxes, 1), torch.cat(scores, 1)
 
 
 # --------------------------------------------------------------------------------------------
