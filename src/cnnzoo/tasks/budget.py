@@ -178,9 +178,8 @@ class TimeBudget(Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._probes = []  # from now on the measured epochs decide
-        max_steps = trainer.fit_loop.epoch_loop.max_steps
-        if 0 <= max_steps <= trainer.global_step:
-            return  # stopping now, after the planned steps: the schedule has ended
+        if self.decisions and self.decisions[-1][2] <= trainer.global_step:
+            return  # the plan ends here and the schedule has annealed: stop, do not extend
         elapsed = self._elapsed(trainer)
         done = trainer.current_epoch + 1 - self._first_epoch
         steps = trainer.global_step - self._first_step
