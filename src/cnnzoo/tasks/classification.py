@@ -162,5 +162,5 @@ class ClassificationTask(L.LightningModule):
             lr_scale = {n: hp.backbone_lr_scale for n, s in stages.items() if s != HEAD}
         return optimizer_config(
             self.model, hp, lambda: int(self.trainer.estimated_stepping_batches), lr_scale,
-            retargetable=budgeted(self.trainer),
+            retargetable=budgeted(self._trainer),
         )  # fmt: skip

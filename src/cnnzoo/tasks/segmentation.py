@@ -166,5 +166,5 @@ class SegmentationTask(L.LightningModule):
     def configure_optimizers(self) -> Any:
         return optimizer_config(
             self.model, self.hparams, lambda: int(self.trainer.estimated_stepping_batches),
-            retargetable=budgeted(self.trainer),
+            retargetable=budgeted(self._trainer),
         )  # fmt: skip
