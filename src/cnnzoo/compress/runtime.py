@@ -73,27 +73,7 @@ def ort_logits(session: ort.InferenceSession, x: np.ndarray, batch_size: int = 2
         CnnzooError: if ``x`` is not 4-D, ``batch_size`` is not positive, or the model
             rejects the input (e.g. a wrong channel count or size).
     """
-    x = np.asarray(x)
-    if x.ndim != 4:
-        raise CnnzooError(f"expected images (N, C, H, W), got shape {x.shape}")
-    if batch_size < 1:
-        raise CnnzooError(f"batch size {batch_size} is invalid: expected 1 or more")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    name = session.get_inputs()[0].name
-    outputs = []
-    try:
-        for start in range(0, len(x), batch_size):
-            outputs.append(session.run(None, {name: x[start : start + batch_size]})[0])
-    except Exception as err:
-        expected = session.get_inputs()[0].shape
-        first = str(err).strip().splitlines()[0]
-        raise CnnzooError(
-            f"the ONNX model expects input {expected}, got {x.shape[1:]} per image: {first}"
-        ) from None
-    if not outputs:
-        width = session.get_outputs()[0].shape[-1]
-        return np.zeros((0, width if isinstance(width, int) else 0), dtype=np.float32)
-    return np.concatenate(outputs).astype(np.float32, copy=False)
+    return ort_outputs(session, x, batch_size)[0]
 
 
 def ort_outputs(
@@ -103,15 +83,18 @@ def ort_outputs(
     the batches (a detector's boxes and scores; a classifier's or segmenter's logits).
 
     Raises:
-        CnnzooError: as :func:`ort_logits`.
+        CnnzooError: if ``x`` is not 4-D, ``batch_size`` is not positive, or the model
+            rejects the input (e.g. a wrong channel count or size).
     """
     x = np.ascontiguousarray(np.asarray(x), dtype=np.float32)
     if x.ndim != 4:
         raise CnnzooError(f"expected images (N, C, H, W), got shape {x.shape}")
+    if batch_size < 1:
+        raise CnnzooError(f"batch size {batch_size} is invalid: expected 1 or more")
     name = session.get_inputs()[0].name
     chunks: list[list[np.ndarray]] = []
     try:
-        for start in range(0, len(x), max(1, batch_size)):
+        for start in range(0, len(x), batch_size):
             chunks.append(session.run(None, {name: x[start : start + batch_size]}))
     except Exception as err:
         expected = session.get_inputs()[0].shape
@@ -119,6 +102,11 @@ def ort_outputs(
         raise CnnzooError(
             f"the ONNX model expects input {expected}, got {x.shape[1:]} per image: {first}"
         ) from None
+    if not chunks:  # no images: empty outputs of the graph's shapes
+        return [
+            np.zeros((0, *(d if isinstance(d, int) else 0 for d in o.shape[1:])), np.float32)
+            for o in session.get_outputs()
+        ]
     outputs = zip(*chunks, strict=True)
     return [np.concatenate(parts).astype(np.float32, copy=False) for parts in outputs]
 

@@ -33,6 +33,7 @@ from cnnzoo.experiments.vanishing_gradients import (
     error_rate,
     load_data,
     make_optimizer,
+    run_steps,
 )
 from cnnzoo.layers import ConvBnAct
 from cnnzoo.models.base import count_params, init_weights_kaiming
@@ -139,18 +140,7 @@ def train_steps(
     for level in net.levels[: net.depth]:
         level.train(_trainable(level))
     net.head.train()
-    for i in range(steps):
-        x, y = batches.next()
-        loss = nn.functional.cross_entropy(net(x), y)
-        if not torch.isfinite(loss):
-            return False
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if on_step is not None:
-            on_step(i)
-    return True
+    return run_steps(net, batches, opt, sched, steps, on_step)
 
 
 def grow(net: LevelNet) -> None:

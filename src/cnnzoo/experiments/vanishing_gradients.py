@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,35 @@ def make_optimizer(
     """SGD (momentum 0.9, Nesterov) with cosine decay over ``steps``."""
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     return opt, torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
+
+
+def run_steps(
+    model: nn.Module,
+    batches: Batches,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    steps: int,
+    on_step: Callable[[int], None] | None = None,
+) -> bool:
+    """Take ``steps`` cross-entropy steps of ``opt`` and ``sched`` on ``batches``, calling
+    ``on_step(i)`` after each (the lean loop the layer-wise and what-layers-learn
+    experiments share).
+
+    Returns:
+        False if the loss became non-finite (training stopped there), else True.
+    """
+    for i in range(steps):
+        x, y = batches.next()
+        loss = nn.functional.cross_entropy(model(x), y)
+        if not torch.isfinite(loss):
+            return False
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if on_step is not None:
+            on_step(i)
+    return True
 
 
 def train_net(

@@ -41,6 +41,7 @@ from cnnzoo.experiments.vanishing_gradients import (
     _dataset,
     error_rate,
     make_optimizer,
+    run_steps,
 )
 from cnnzoo.explain.cam import explain
 from cnnzoo.explain.features import feature_maps, first_filters
@@ -95,17 +96,9 @@ def train(model: nn.Module, x: Tensor, y: Tensor, s: WhatLayersSettings, seed: i
     batches = Batches(x, y, s.batch_size, seed)
     opt, sched = make_optimizer(list(model.parameters()), s.lr, s.weight_decay, s.steps)
     model.train()
-    for _ in range(s.steps):
-        xb, yb = batches.next()
-        loss = nn.functional.cross_entropy(model(xb), yb)
-        if not torch.isfinite(loss):
-            return False
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+    finite = run_steps(model, batches, opt, sched, s.steps)
     model.eval()
-    return True
+    return finite
 
 
 def cam_sharpness(heatmap: np.ndarray, mask: np.ndarray) -> dict[str, float] | None:

@@ -56,21 +56,11 @@ class DetectionFamily(Family):
 
     def check_images(self, run: RunDir, spec: dict[str, Any], n: int) -> tuple[Tensor, str]:
         from cnnzoo.data.det_datamodule import DetectionData
-        from cnnzoo.families.export_inputs import first_test_images
+        from cnnzoo.families.export_inputs import run_test_images
 
-        config, data = run.read_config(), spec["data"]
-        x = first_test_images(
-            lambda: DetectionData(
-                data["name"], data_dir=config.get("data_dir"), batch_size=max(n, 1),
-                input_size=spec.get("resize_to"), augment=False,
-                val_fraction=config.get("val_fraction", 0.1), seed=config.get("seed", 0),
-                channels=data["in_channels"], images_dir=config.get("images"),
-            ),
-            data["name"], n,
-        )  # fmt: skip
-        if x is None:
-            return super().check_images(run, spec, n)
-        return x, f"the first {len(x)} test images of {data['name']}"
+        images = run.read_config().get("images")
+        found = run_test_images(DetectionData, run, spec, n, images_dir=images)
+        return found or super().check_images(run, spec, n)
 
     def job(self, cfg: TrainConfig) -> Job:
         from cnnzoo.families.detection.job import detection_job

@@ -51,21 +51,10 @@ class SegmentationFamily(Family):
 
     def check_images(self, run: RunDir, spec: dict[str, Any], n: int) -> tuple[Tensor, str]:
         from cnnzoo.data.seg_datamodule import SegmentationData
-        from cnnzoo.families.export_inputs import first_test_images
+        from cnnzoo.families.export_inputs import run_test_images
 
-        config, data = run.read_config(), spec["data"]
-        x = first_test_images(
-            lambda: SegmentationData(
-                data["name"], data_dir=config.get("data_dir"), batch_size=max(n, 1),
-                input_size=spec.get("resize_to"), augment=False,
-                val_fraction=config.get("val_fraction", 0.1), seed=config.get("seed", 0),
-                channels=data["in_channels"],
-            ),
-            data["name"], n,
-        )  # fmt: skip
-        if x is None:
-            return super().check_images(run, spec, n)
-        return x, f"the first {len(x)} test images of {data['name']}"
+        found = run_test_images(SegmentationData, run, spec, n)
+        return found or super().check_images(run, spec, n)
 
     def job(self, cfg: TrainConfig) -> Job:
         from cnnzoo.families.segmentation.job import segmentation_job
