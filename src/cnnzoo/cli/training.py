@@ -119,6 +119,19 @@ def train(
             "images per domain; 0: none"
         ),
     ] = 2000,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="a named set of defaults your own options override: classifiers standard "
+            "or fast; detectors paper or modern"
+        ),
+    ] = None,
+    ema_decay: Annotated[
+        float, typer.Option(help="EMA of the weights per step (e.g. 0.99); 0: off")
+    ] = 0.0,
+    tta: Annotated[
+        bool, typer.Option(help="classification: test on the mean of each image and its mirror")
+    ] = False,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,

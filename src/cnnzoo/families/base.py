@@ -7,7 +7,7 @@ the others are a one-line refusal that says what to use instead.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,6 +78,9 @@ class TrainConfig:
     denoise: str | None = None
     decay_start: float = 1.0
     fid_samples: int = 2000
+    recipe: str | None = None
+    ema_decay: float = 0.0
+    tta: bool = False
 
     def resolved(self, defaults: Mapping[str, Any]) -> TrainConfig:
         """Return a copy with the options left unset (None) filled from ``defaults`` (the
@@ -91,6 +94,7 @@ SHARED_OPTIONS: frozenset[str] = frozenset({
     "nesterov", "weight_decay", "scheduler", "augment", "val_fraction", "subset", "seed",
     "accelerator", "devices", "num_nodes", "precision", "channels_last", "max_time_minutes",
     "time_minutes", "num_workers", "model_kwargs", "resume", "overwrite", "progress",
+    "recipe", "ema_decay",
 })  # fmt: skip
 """The :class:`TrainConfig` fields every family takes; each of the others belongs to the
 families that list it in :attr:`Family.options`, and a run of another family that sets it is
@@ -220,6 +224,7 @@ class Family:
         option_hints: per option of another family, what to do instead (added to the error).
         exports: its models can be exported to ONNX, benchmarked and compressed (classifiers).
         instead: per command it does not support, what to use instead.
+        recipes: named sets of training options (``--recipe NAME``); the first is the default.
     """
 
     name: str = ""
@@ -229,6 +234,32 @@ class Family:
     option_hints: Mapping[str, str] = {}
     exports: bool = False
     instead: Mapping[str, str] = {}
+    recipes: Mapping[str, Mapping[str, Any]] = {}
+
+    def apply_recipe(self, cfg: TrainConfig) -> TrainConfig:
+        """Return ``cfg`` with its recipe's options filled in where ``cfg`` left them at their
+        defaults (an option the user set wins), and ``recipe`` named (the family's first
+        recipe when none was asked for; unchanged for a family without recipes).
+
+        Raises:
+            CnnzooError: for a recipe this family does not have.
+        """
+        if not self.recipes:
+            if cfg.recipe is not None:
+                raise CnnzooError(
+                    f"--recipe {cfg.recipe}: {self.name} models have no training recipes "
+                    "to choose from; set the options themselves"
+                )
+            return cfg
+        name = cfg.recipe or next(iter(self.recipes))
+        if name not in self.recipes:
+            raise CnnzooError(
+                f"unknown recipe {name!r} for {self.name} models; expected one of "
+                f"{', '.join(self.recipes)}"
+            )
+        defaults = {f.name: f.default for f in fields(TrainConfig)}
+        chosen = {k: v for k, v in self.recipes[name].items() if getattr(cfg, k) == defaults[k]}
+        return replace(cfg, recipe=name, **chosen)
 
     def defaults_for(self, task: str) -> Mapping[str, Any]:
         """The training defaults of ``task`` (one of :attr:`tasks`)."""

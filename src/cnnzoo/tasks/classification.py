@@ -22,6 +22,7 @@ from cnnzoo.models.base import AuxOutput
 from cnnzoo.tasks.budget import budgeted
 from cnnzoo.tasks.finetune import HEAD, parameter_stages
 from cnnzoo.tasks.optim import optimizer_config
+from cnnzoo.tasks.tta import flip_average
 
 LOSSES = ("cross_entropy", "nll", "kl")
 
@@ -68,6 +69,8 @@ class ClassificationTask(L.LightningModule):
         channels_last: keep activations NHWC (faster convolutions on CPU and GPU).
         backbone_lr_scale: learning-rate factor for every parameter outside the head
             (fine-tuning with discriminative learning rates).
+        tta: validate and test on the mean logits of each image and its mirror image
+            (:func:`~cnnzoo.tasks.tta.flip_average`); training is unchanged.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class ClassificationTask(L.LightningModule):
         scheduler: str = "onecycle",
         channels_last: bool = False,
         backbone_lr_scale: float = 1.0,
+        tta: bool = False,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -100,6 +104,8 @@ class ClassificationTask(L.LightningModule):
         self.last_confusion: Tensor | None = None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.hparams.tta and not self.training:
+            return flip_average(self.model, x)
         out = self.model(x)
         return out.logits if isinstance(out, AuxOutput) else out
 

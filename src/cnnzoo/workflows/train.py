@@ -79,6 +79,20 @@ class EpochTable(Callback):
         atomic_write_text(self.path, buf.getvalue())
 
 
+def weight_average(decay: float) -> Callback:
+    """Lightning's EMA of the weights (and BatchNorm statistics), updated every step; validation,
+    test and the saved weights use the average.
+
+    Raises:
+        CnnzooError: for a decay outside (0, 1).
+    """
+    if not 0.0 < decay < 1.0:
+        raise CnnzooError(f"--ema-decay {decay} is out of range: expected 0 < decay < 1 (0: off)")
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    return EMAWeightAveraging(decay=decay)
+
+
 def _rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")))
 
@@ -154,9 +168,10 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
     """
     task = model_info(cfg.model).task
     family = family_for(task)
-    cfg = cfg.resolved(family.defaults_for(task))
+    cfg = family.apply_recipe(cfg).resolved(family.defaults_for(task))
     check_options(cfg, task)
     budget = TimeBudget(cfg.time_minutes) if cfg.time_minutes is not None else None
+    averaging = weight_average(cfg.ema_decay) if cfg.ema_decay else None
     if _rank() == 0:
         run = RunDir.create(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume)
     else:
@@ -177,8 +192,9 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
     has_val = job.data.has_split("val") and bool(job.monitor)
     start = time.perf_counter()
     table = EpochTable(run.path / "metrics.csv", start, job.columns, job.train_columns)
+    extra = [c for c in (budget, averaging) if c is not None]
     trainer = build_trainer(
-        cfg, run, [table, *job.callbacks, *([budget] if budget else [])],
+        cfg, run, [table, *job.callbacks, *extra],
         monitor=job.monitor if has_val else None,
     )  # fmt: skip
     if trainer.is_global_zero and job.trainable is not None:

@@ -84,7 +84,7 @@ def evaluate(
     model, spec = run.load_model()
     dm, names = run_data(run, spec, data, data_dir, split, batch_size)
     data = dm.data
-    task = ClassificationTask(model, num_classes=len(names))
+    task = ClassificationTask(model, num_classes=len(names), tta=spec.get("tta") == "hflip")
     metrics = run_test(task, dm, accelerator)
     confusion = task.last_confusion
     assert confusion is not None

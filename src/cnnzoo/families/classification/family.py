@@ -34,17 +34,22 @@ class ClassificationFamily(Family):
     }  # fmt: skip
     options = frozenset({"loss", "label_smoothing", "aux_weight", "image_size", "classes",
                          "per_class", "weights", "strategy", "unfreeze", "backbone_lr_scale",
-                         "unfreeze_every"})  # fmt: skip
+                         "unfreeze_every", "tta"})  # fmt: skip
     option_hints = {
         "backbone": "a classifier is its own backbone; start from a run or weight set with "
         "--weights",
         "backbone_weights": "start from a run or weight set with --weights",
     }
     exports = True
+    recipes = {"standard": {}, "fast": {}}
 
     def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
         from cnnzoo.compress.export import CLASSIFIER_OUTPUT, OUTPUT_NAME
 
+        if spec.get("tta") == "hflip":  # the graph averages the image and its mirror image
+            from cnnzoo.tasks.tta import FlipAverage
+
+            model = FlipAverage(model)
         return ExportPlan(model, (OUTPUT_NAME,), (CLASSIFIER_OUTPUT,))
 
     def check_images(self, run: RunDir, spec: dict[str, Any], n: int) -> tuple[Tensor, str]:

@@ -63,9 +63,10 @@ def classification_job(cfg: TrainConfig) -> Job:
         scheduler=cfg.scheduler,
         channels_last=cfg.channels_last,
         backbone_lr_scale=cfg.backbone_lr_scale,
+        tta=cfg.tta,
     )
     return Job(
         "classification", data, model, module, spec, model_args, resize_to,
         monitor="val/accuracy", columns=("loss", "accuracy"), callbacks=callbacks,
-        trainable=trainable,
+        trainable=trainable, spec_extra={"tta": "hflip"} if cfg.tta else {},
     )  # fmt: skip

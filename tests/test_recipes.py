@@ -1,0 +1,120 @@
+"""Training recipes (`--recipe`), EMA of the weights (`--ema-decay`) and flip test-time
+augmentation (`--tta`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from cnnzoo.errors import CnnzooError
+from cnnzoo.families import family_for
+from cnnzoo.families.base import Family, TrainConfig
+from cnnzoo.tasks.tta import FlipAverage, flip_average
+
+
+class _Recipes(Family):
+    name = "toy"
+    recipes = {"plain": {}, "quick": {"label_smoothing": 0.2, "epochs": 3, "tta": True}}
+
+
+def test_recipe_fills_options_left_at_their_defaults():
+    cfg = _Recipes().apply_recipe(TrainConfig(model="m", recipe="quick"))
+    assert (cfg.label_smoothing, cfg.epochs, cfg.tta, cfg.recipe) == (0.2, 3, True, "quick")
+
+
+def test_an_option_the_user_set_wins_over_the_recipe():
+    cfg = _Recipes().apply_recipe(TrainConfig(model="m", recipe="quick", epochs=7))
+    assert cfg.epochs == 7 and cfg.label_smoothing == 0.2
+
+
+def test_no_recipe_asked_names_the_first_and_changes_nothing_else():
+    base = TrainConfig(model="m")
+    cfg = _Recipes().apply_recipe(base)
+    assert cfg == replace(base, recipe="plain")
+
+
+def test_unknown_recipe_is_one_line_naming_the_choices():
+    with pytest.raises(CnnzooError, match=r"unknown recipe 'slow'.*plain, quick") as err:
+        _Recipes().apply_recipe(TrainConfig(model="m", recipe="slow"))
+    assert "\n" not in str(err.value)
+
+
+def test_a_family_without_recipes_refuses_one():
+    with pytest.raises(CnnzooError, match="no training recipes"):
+        family_for("reconstruction").apply_recipe(TrainConfig(model="m", recipe="fast"))
+
+
+def test_classifiers_offer_standard_first_and_fast():
+    names = list(family_for("classification").recipes)
+    assert names[0] == "standard" and "fast" in names
+
+
+class _Asymmetric(nn.Module):
+    """Logits that depend on where the mass of the image is (left half vs right half)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        return torch.stack([x[..., :half].sum((1, 2, 3)), x[..., half:].sum((1, 2, 3))], 1)
+
+
+def test_flip_average_is_the_mean_of_both_views():
+    x = torch.rand(3, 1, 4, 6)
+    model = _Asymmetric()
+    expected = (model(x) + model(x.flip(-1))) / 2
+    torch.testing.assert_close(flip_average(model, x), expected)
+    # both halves count equally after averaging: the two logits agree
+    out = FlipAverage(model)(x)
+    torch.testing.assert_close(out[:, 0], out[:, 1])
+    assert not torch.allclose(model(x)[:, 0], model(x)[:, 1])
+
+
+def test_ema_changes_the_saved_weights_and_is_recorded(tiny_cfg, tmp_path):
+    from cnnzoo.workflows.train import train
+
+    plain = train(tiny_cfg(out=str(tmp_path / "plain"), val_fraction=0.0))
+    ema = train(tiny_cfg(out=str(tmp_path / "ema"), val_fraction=0.0, ema_decay=0.9))
+    a = load_file(plain.run_dir / "model.safetensors")
+    b = load_file(ema.run_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    diffs = [
+        float((a[k].float() - b[k].float()).abs().max()) for k in a if a[k].is_floating_point()
+    ]
+    assert max(diffs) > 1e-4  # same seed, same data: only the averaging differs
+    config = (ema.run_dir / "config.yaml").read_text()
+    assert "ema_decay: 0.9" in config
+
+
+def test_ema_decay_out_of_range_is_refused_before_any_run_exists(tiny_cfg, tmp_path):
+    from cnnzoo.workflows.train import train
+
+    with pytest.raises(CnnzooError, match="--ema-decay 1.5"):
+        train(tiny_cfg(out=str(tmp_path / "bad"), ema_decay=1.5))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_tta_run_is_tested_and_evaluated_with_both_views(tiny_cfg, tmp_path):
+    from cnnzoo.families.classification.evaluate import evaluate, prepared_batches, run_data
+    from cnnzoo.rundir import RunDir
+    from cnnzoo.workflows.train import train
+
+    result = train(tiny_cfg(out=str(tmp_path / "tta"), val_fraction=0.0, tta=True))
+    spec = json.loads((result.run_dir / "model.json").read_text())
+    assert spec["tta"] == "hflip"
+    run = RunDir.open(result.run_dir)
+    model, spec = run.load_model()
+    dm, _ = run_data(run, spec, split="test")
+    correct = changed = total = 0
+    with torch.no_grad():
+        for x, y in prepared_batches(dm, "test"):
+            both = flip_average(model, x).argmax(1)
+            correct += int((both == y).sum())
+            changed += int((both != model(x).argmax(1)).sum())
+            total += len(y)
+    assert evaluate(result.run_dir, plot=False).accuracy == pytest.approx(correct / total)
+    assert result.metrics["test/accuracy"] == pytest.approx(correct / total, abs=1e-6)
+    assert total == 1000 and changed > 0  # the second view changed some predictions
