@@ -118,3 +118,30 @@ def test_tta_run_is_tested_and_evaluated_with_both_views(tiny_cfg, tmp_path):
     assert evaluate(result.run_dir, plot=False).accuracy == pytest.approx(correct / total)
     assert result.metrics["test/accuracy"] == pytest.approx(correct / total, abs=1e-6)
     assert total == 1000 and changed > 0  # the second view changed some predictions
+
+
+def test_fast_recipe_model_options_go_only_to_models_that_take_them():
+    family = family_for("classification")
+    convnet = family.apply_recipe(TrainConfig(model="convnet", recipe="fast"))
+    resnet = family.apply_recipe(TrainConfig(model="resnet20", recipe="fast"))
+    assert convnet.model_kwargs == {"head_norm": True}
+    assert resnet.model_kwargs == {} and resnet.tta and resnet.precision == "bf16-mixed"
+
+
+def test_a_model_option_the_user_set_wins_over_the_recipe():
+    cfg = TrainConfig(model="convnet", recipe="fast", model_kwargs={"head_norm": False})
+    assert family_for("classification").apply_recipe(cfg).model_kwargs == {"head_norm": False}
+
+
+def test_convnet_head_norm_adds_batchnorm_to_the_hidden_layer():
+    from cnnzoo.registry import create_model
+
+    plain, normed = create_model("convnet"), create_model("convnet", head_norm=True)
+    norms = [m for m in normed.fc1 if isinstance(m, nn.BatchNorm1d)]
+    assert len(norms) == 1 and norms[0].num_features == 256
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in plain.fc1)
+    normed.train()
+    features = normed.pool(normed.forward_features(torch.randn(64, 1, 28, 28)))
+    hidden = normed.fc1[:3](features)
+    # in training mode the normalised hidden units have zero mean over the batch
+    assert float(hidden.detach().mean(0).abs().max()) < 1e-4

@@ -6,6 +6,7 @@ the others are a one-line refusal that says what to use instead.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -239,7 +240,8 @@ class Family:
     def apply_recipe(self, cfg: TrainConfig) -> TrainConfig:
         """Return ``cfg`` with its recipe's options filled in where ``cfg`` left them at their
         defaults (an option the user set wins), and ``recipe`` named (the family's first
-        recipe when none was asked for; unchanged for a family without recipes).
+        recipe when none was asked for; unchanged for a family without recipes). The
+        recipe's ``model_kwargs`` are given to the models whose builders take them.
 
         Raises:
             CnnzooError: for a recipe this family does not have.
@@ -257,8 +259,16 @@ class Family:
                 f"unknown recipe {name!r} for {self.name} models; expected one of "
                 f"{', '.join(self.recipes)}"
             )
+        recipe = dict(self.recipes[name])
+        model_options = recipe.pop("model_kwargs", {})
         defaults = {f.name: f.default for f in fields(TrainConfig)}
-        chosen = {k: v for k, v in self.recipes[name].items() if getattr(cfg, k) == defaults[k]}
+        chosen = {k: v for k, v in recipe.items() if getattr(cfg, k) == defaults[k]}
+        if model_options:  # the model options of the recipe go to the models that take them
+            from cnnzoo.registry import model_info
+
+            takes = inspect.signature(model_info(cfg.model).builder).parameters
+            extra = {k: v for k, v in model_options.items() if k in takes}
+            chosen["model_kwargs"] = {**extra, **cfg.model_kwargs}
         return replace(cfg, recipe=name, **chosen)
 
     def defaults_for(self, task: str) -> Mapping[str, Any]:

@@ -22,6 +22,16 @@ from cnnzoo.families.base import (
 )
 from cnnzoo.rundir import RunDir
 
+FAST_RECIPE = {
+    "batch_size": 256, "optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4,
+    "scheduler": "onecycle", "label_smoothing": 0.1, "precision": "bf16-mixed",
+    "channels_last": True, "tta": True, "model_kwargs": {"head_norm": True},
+}  # fmt: skip
+"""``--recipe fast``: the demo's optimiser and schedule, bf16 autocast with channels-last
+activations, flip test-time augmentation, and BatchNorm in the hidden layer of the models
+that have one (``convnet``). Each ingredient's effect: ``benchmarks/fast_recipe.py`` and
+docs/benchmarks.md."""
+
 
 class ClassificationFamily(Family):
     """Classifiers (``task="classification"``)."""
@@ -41,7 +51,7 @@ class ClassificationFamily(Family):
         "backbone_weights": "start from a run or weight set with --weights",
     }
     exports = True
-    recipes = {"standard": {}, "fast": {}}
+    recipes = {"standard": {}, "fast": FAST_RECIPE}
 
     def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
         from cnnzoo.compress.export import CLASSIFIER_OUTPUT, OUTPUT_NAME

@@ -1,0 +1,119 @@
+"""The fast classifier recipe's ablation ladder on Fashion-MNIST (issue 21, item 5).
+
+Each rung adds one ingredient to the rung above it (as airbench's ablations do); every rung
+trains for the same time budget (``--time``: epochs and schedule fitted to the minutes) on
+every seed, and the table gives test accuracy mean ± std, training seconds and epochs::
+
+    python benchmarks/fast_recipe.py --seeds 5 --minutes 5            # the whole ladder
+    python benchmarks/fast_recipe.py --rungs demo,fast --seeds 5       # two rungs
+    python benchmarks/fast_recipe.py --threads 1 --minutes 9 --seeds 2 # one core
+
+The rows are printed as they finish and appended to ``--runs/ladder.jsonl``; ``--save F``
+writes the table as JSON (docs/fast-recipe-results.json is made this way).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+# (name, what the rung adds, TrainConfig overrides on top of the rung above)
+LADDER: list[tuple[str, str, dict[str, Any]]] = [
+    ("demo", "the demo recipe (convnet, SGD + Nesterov, one-cycle, bf16)", {}),
+    ("+head BN", "BatchNorm in the convnet's hidden layer", {"model_kwargs": {"head_norm": True}}),
+    ("+ema", "EMA of the weights (decay 0.99 per step)", {"ema_decay": 0.99}),
+    ("+tta", "flip test-time augmentation", {"tta": True}),
+    ("fast", "`--recipe fast` as shipped", {"recipe": "fast"}),
+]
+
+
+def machine(threads: int) -> str:
+    """One line: CPU model, cores used, torch version."""
+    import torch
+
+    from cnnzoo.workflows.bench import cpu_name
+
+    return f"{cpu_name()}, {threads} of {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def rung_configs(names: list[str] | None) -> list[tuple[str, str, dict[str, Any]]]:
+    """Return the cumulative overrides of the chosen rungs (all when ``names`` is None)."""
+    known = [r[0] for r in LADDER]
+    for name in names or []:
+        if name not in known:
+            sys.exit(f"unknown rung {name!r}; expected some of {', '.join(known)}")
+    out, acc = [], {}
+    for name, what, overrides in LADDER:
+        acc = {**acc, **overrides}
+        if name == "fast":  # the shipped recipe alone, not the ladder's sum
+            acc = dict(overrides)
+        if names is None or name in names:
+            out.append((name, what, dict(acc)))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rungs", help="comma-separated rung names (default: all)")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget per run")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default all)")
+    parser.add_argument("--runs", default="runs/fast-ladder")
+    parser.add_argument("--save", help="write the table as JSON here")
+    args = parser.parse_args()
+
+    import torch
+
+    from cnnzoo.workflows.demo import DEMO_RECIPE, free_run_dir
+    from cnnzoo.workflows.train import train
+
+    threads = args.threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    rungs = rung_configs(args.rungs.split(",") if args.rungs else None)
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    table = []
+    for name, what, overrides in rungs:
+        runs = []
+        for seed in range(args.seeds):
+            cfg = replace(
+                DEMO_RECIPE, out=free_run_dir(f"{args.runs}/{name.strip('+')}-s{seed}"),
+                seed=seed, progress=False, time_minutes=args.minutes, **overrides,
+            )  # fmt: skip
+            result = train(cfg)
+            runs.append({"seed": seed, "accuracy": result.metrics["test/accuracy"],
+                         "seconds": result.seconds, "epochs": result.epochs})  # fmt: skip
+            print(json.dumps({"rung": name, **runs[-1]}), flush=True)
+            with open(Path(args.runs) / "ladder.jsonl", "a") as f:
+                f.write(json.dumps({"rung": name, **runs[-1]}) + "\n")
+        accs = [r["accuracy"] for r in runs]
+        table.append({
+            "rung": name, "adds": what, "seeds": len(runs),
+            "accuracy_mean": round(statistics.mean(accs), 4),
+            "accuracy_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
+            "seconds_mean": round(statistics.mean(r["seconds"] for r in runs), 1),
+            "epochs_mean": round(statistics.mean(r["epochs"] for r in runs), 1),
+        })  # fmt: skip
+    lines = [
+        f"Machine: {machine(threads)}; budget {args.minutes} min per run (`--time`)",
+        "",
+        "| rung | adds | test accuracy | train s | epochs |",
+        "|---|---|---|---|---|",
+    ]
+    for row in table:
+        acc = f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} ({row['seeds']} seeds)"
+        lines.append(f"| {row['rung']} | {row['adds']} | {acc} | {row['seconds_mean']} | "
+                     f"{row['epochs_mean']} |")  # fmt: skip
+    print("\n".join(lines))
+    if args.save:
+        doc = {"machine": machine(threads), "minutes": args.minutes, "rows": table}
+        Path(args.save).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
