@@ -125,7 +125,9 @@ def speed(
             "images_per_s": round(torch_images_per_second(model, x, repeats), 1),
         }
         try:
-            onnx = export_run(run_dir, work / "model.onnx", check_images=8, overwrite=True).onnx
+            target = work / "onnx" / "model.onnx"  # not the run's own model.json's folder
+            target.parent.mkdir(parents=True, exist_ok=True)
+            onnx = export_run(run_dir, target, check_images=8, overwrite=True).onnx
             result["onnx_images_per_s"] = round(
                 onnx_images_per_second(str(onnx), x.numpy(), threads, repeats), 1
             )

@@ -37,6 +37,16 @@ def quiet_ultralytics(out: Path) -> None:
     settings.update({**off, "sync": False})
 
 
+def pin_threads(threads: int) -> None:
+    """Make ultralytics keep ``threads``: its ``select_device`` resets torch's CPU threads to
+    its own ``NUM_THREADS`` (cores - 1, up to 8), which would break the equal pinning."""
+    import torch
+    from ultralytics.utils import torch_utils
+
+    torch_utils.NUM_THREADS = threads
+    torch.set_num_threads(threads)
+
+
 def _device(job: dict[str, Any]) -> str:
     return "0" if job["device"] == "cuda" else "cpu"
 
@@ -61,7 +71,7 @@ def train(job: dict[str, Any], out: Path) -> None:
         "train_seconds": round(seconds, 1),
         "epochs": int(trainer.epoch) + 1,
         "weights": str(trainer.best if Path(trainer.best).is_file() else trainer.last),
-        "threads": torch.get_num_threads(),
+        "threads": torch.get_num_threads(),  # after training: the pinning held
         "versions": _versions(),
     }
     (out / "peer_train.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -101,7 +111,7 @@ def evaluate(job: dict[str, Any], out: Path) -> None:
 
     # Speed: the network's forward on a batch of test images at the training size, on the CPU
     # with the job's speed threads, fused as ultralytics' predictor runs it.
-    torch.set_num_threads(job["speed_threads"])
+    pin_threads(job["speed_threads"])
     size = job["imgsz"]
     batch = []
     for path in (images * SPEED_BATCH)[:SPEED_BATCH]:
@@ -132,10 +142,8 @@ def main() -> None:
     phase, job_file = sys.argv[1], Path(sys.argv[2])
     job = json.loads(job_file.read_text())
     out = job_file.parent
-    import torch
-
-    torch.set_num_threads(job["threads"])
     quiet_ultralytics(out)
+    pin_threads(job["threads"])
     {"train": train, "evaluate": evaluate}[phase](job, out)
 
 
