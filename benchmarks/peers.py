@@ -54,7 +54,7 @@ from peerbench.data import FASHION_MNIST_DIR, SCENES_SEED, SCENES_SETTINGS  # no
 VENV = HERE / ".peers-venv"
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]
 PEER_PACKAGES = ["ultralytics==8.4.190", "segmentation-models-pytorch==0.6.0", "onnx==1.23.2",
-                 "onnxruntime==1.32.0", "onnxscript"]  # fmt: skip
+                 "onnxruntime==1.32.0", "onnxscript==0.7.2"]  # fmt: skip
 """What ``setup`` installs after torch (the versions the first measurement used)."""
 PEER_SCRIPTS = {"detection": "yolo_peer.py", "segmentation": "smp_peer.py"}
 TASKS = tuple(PEER_SCRIPTS)
@@ -81,7 +81,8 @@ def setup(venv: Path) -> None:
         print("+", shlex.join(command), flush=True)
         subprocess.run(command, check=True)
     check = "import ultralytics, segmentation_models_pytorch, onnxruntime; print('peers ready')"
-    subprocess.run([str(venv / "bin" / "python"), "-c", check], check=True)
+    env = thread_env(1, peer=True) | {"YOLO_CONFIG_DIR": str(venv / "ultralytics-config")}
+    subprocess.run([str(venv / "bin" / "python"), "-c", check], check=True, env=env)
 
 
 def check_options(task: str, args: argparse.Namespace) -> list[str]:
