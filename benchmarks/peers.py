@@ -191,23 +191,19 @@ def compare(task: str, args: argparse.Namespace) -> int:
     device = (
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    out = Path(free_run_dir(args.out)).resolve()
-    peer_dir = out / "peer"
-    peer_dir.mkdir(parents=True)
-    scenes = (args.train_scenes, args.test_scenes, args.scenes_seed, args.fashion_mnist)
-    spec = args.data or data.benchmark_scenes(Path(args.data_dir), *scenes)
     job: dict[str, Any] = {"minutes": args.minutes, "threads": args.threads, "device": device,
                            "speed_threads": args.speed_threads, "speed_repeats": args.speed_repeats,
                            "seed": args.seed, "batch_size": args.batch_size}  # fmt: skip
-    try:
+    try:  # resolve the data before anything is written, so a bad --data leaves nothing behind
+        scenes = (args.train_scenes, args.test_scenes, args.scenes_seed, args.fashion_mnist)
+        spec = args.data or data.benchmark_scenes(Path(args.data_dir), *scenes)
         if task == "detection":
             splits = data.detection_splits(spec, args.val_fraction, args.seed)
             first = splits.splits["train"][0]
             test_paths = [str(r.path) for r in splits.splits["test"]]
             truth = data.detection_truth(splits.splits["test"])
             side = args.size or -(-max(first.width, first.height) // 32) * 32
-            yolo = data.yolo_layout(splits, out / "yolo")
-            job |= {"data_yaml": str(yolo), "max_epochs": 10000, "imgsz": side}
+            job |= {"max_epochs": 10000, "imgsz": side}
         else:
             splits = data.segmentation_splits(spec, args.val_fraction, args.seed)
             test_paths = [image for image, _ in splits.splits["test"]]
@@ -217,6 +213,11 @@ def compare(task: str, args: argparse.Namespace) -> int:
                     "crop": args.size or -(-max(h, w) // 32) * 32}  # fmt: skip
     except CnnzooError as error:
         fail(str(error))
+    out = Path(free_run_dir(args.out)).resolve()
+    peer_dir = out / "peer"
+    peer_dir.mkdir(parents=True)
+    if task == "detection":
+        job["data_yaml"] = str(data.yolo_layout(splits, out / "yolo"))
     job["test_images"] = test_paths
     job_file = peer_dir / "job.json"
     job_file.write_text(json.dumps(job, indent=1) + "\n")

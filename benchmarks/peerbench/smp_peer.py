@@ -174,7 +174,7 @@ def evaluate(job: dict[str, Any], out: Path) -> None:
 
 
 def main() -> None:
-    phase, job_file = sys.argv[1], Path(sys.argv[2])
+    phase, job_file = sys.argv[1], Path(sys.argv[2]).resolve()
     job = json.loads(job_file.read_text())
     torch.set_num_threads(job["threads"])
     {"train": train, "evaluate": evaluate}[phase](job, job_file.parent)
