@@ -96,7 +96,8 @@ def predict_masks(run_dir: Path, images: Sequence[torch.Tensor]) -> list[np.ndar
         logits = getattr(logits, "logits", logits)
         if logits.shape[-2:] != (h, w):
             logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        out.append(logits.argmax(1)[0].numpy().astype(np.uint8))
+        labels = logits.argmax(1)[0].numpy()
+        out.append(labels.astype(np.uint8 if logits.shape[1] <= 256 else np.int32))
     return out
 
 

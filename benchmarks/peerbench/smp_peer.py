@@ -143,11 +143,12 @@ def evaluate(job: dict[str, Any], out: Path) -> None:
     model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=True))
     model.eval().to(device)
     labels = {}
+    dtype = np.uint8 if job["num_classes"] <= 256 else np.int32
     for index, path in enumerate(job["test_images"]):
         x = load_image(path)[None]
         h, w = x.shape[-2:]
         logits = model(pad_to(x).to(device))[..., :h, :w]
-        labels[str(index)] = logits.argmax(1)[0].cpu().numpy().astype(np.uint8)
+        labels[str(index)] = logits.argmax(1)[0].cpu().numpy().astype(dtype)
     np.savez_compressed(out / "predictions.npz", **labels)
 
     torch.set_num_threads(job["speed_threads"])
