@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pinned to the releases on this machine's disk; pyproject declares a range.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test lint format bench peers clean
 
 $(BIN)/cnnzoo: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ format: venv
 
 bench: venv
 	$(BIN)/python benchmarks/classification.py --help
+
+# The peer benchmark's own environment (ultralytics, segmentation_models_pytorch): never cnnzoo's.
+peers: venv
+	$(BIN)/python benchmarks/peers.py setup
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

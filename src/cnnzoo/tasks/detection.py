@@ -74,6 +74,19 @@ def class_ap_list(result: dict[str, Tensor], num_classes: int) -> list[float]:
     return ap
 
 
+def map_metric(max_detections: int = 100) -> MeanAveragePrecision:
+    """The COCO-style mAP every cnnzoo evaluation uses (xyxy boxes, pycocotools backend,
+    per-class AP), counting up to ``max(100, max_detections)`` detections per image; also
+    the scorer of ``benchmarks/peers.py``, so peers are measured by the same code."""
+    return MeanAveragePrecision(
+        box_format="xyxy",
+        iou_type="bbox",
+        class_metrics=True,
+        backend="pycocotools",
+        max_detection_thresholds=[1, 10, max(100, max_detections)],
+    )
+
+
 class DetectionTask(L.LightningModule):
     """Train and evaluate any registered detection model.
 
@@ -120,14 +133,7 @@ class DetectionTask(L.LightningModule):
         self.kept: list[tuple[dict[str, Tensor], dict[str, Tensor]]] | None = None
 
     def _make_metric(self) -> MeanAveragePrecision:
-        most = max(100, int(self.hparams.max_detections))
-        return MeanAveragePrecision(
-            box_format="xyxy",
-            iou_type="bbox",
-            class_metrics=True,
-            backend="pycocotools",
-            max_detection_thresholds=[1, 10, most],
-        )
+        return map_metric(int(self.hparams.max_detections))
 
     def _input(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else x
