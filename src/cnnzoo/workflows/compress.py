@@ -433,7 +433,7 @@ def _int8(cfg: CompressConfig) -> CompressResult:
         if trained is None:
             out.discard_if_empty()
         raise
-    scores = {label: family.score(run, ort_graph(path), data_dir=cfg.data_dir)
+    scores = {label: family.score(run, ort_graph(path, threads=None), data_dir=cfg.data_dir)
               for label, path in (("fp32", fp32), ("int8", int8))}  # fmt: skip
     record = _int8_record(family, scores["fp32"], scores["int8"])
     metric = record["metric"]
