@@ -137,3 +137,15 @@ def test_bench_reports_each_runs_own_metric(unet_int8):
     assert set(yolo_row.scores) == {"map", "map_50", "map_75"}
     assert yolo_row.latency_ms[32] > yolo_row.latency_ms[1] > 0
     assert "| yolov3.scenes | pytorch fp32 | map |" in report.markdown()
+
+
+def test_exporting_an_int8_detector_run_keeps_its_measured_map(yolo_int8, tmp_path):
+    from cnnzoo.workflows.export import export_run
+
+    out, metrics = yolo_int8
+    done = export_run(out, tmp_path / "dev" / "yolo-int8.onnx", fmt="onnx-int8")
+    manifest = json.loads(done.manifest.read_text())
+    assert manifest["model"]["quantization"] == "int8"
+    assert [o["name"] for o in manifest["outputs"]] == ["boxes", "scores"]
+    assert manifest["measured"]["int8"] == metrics["metrics"]["test/map"]
+    assert manifest["postprocessing"]["score_threshold"] == 0.3
