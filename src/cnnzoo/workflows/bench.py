@@ -164,7 +164,7 @@ def bench_run(
     macs = count_macs(model, shape)
     name = run.weight_set.name if isinstance(run, WeightsRun) else run.path.name
 
-    def row(variant: str, graph: Graph, scores: dict[str, float], size: int, note: str):
+    def row(variant: str, graph: Graph, scores: dict, size: int, note: str) -> BenchRow:
         latency = _latency(lambda x: finish(graph(x)), images, repeats)
         return BenchRow(name, variant, metric, scores[metric], params, nonzero, macs, size,
                         note, latency, scores)  # fmt: skip
@@ -196,7 +196,7 @@ def bench(
     overwrite: bool = False,
 ) -> BenchReport:
     """Benchmark runs side by side; with ``out``, write ``bench.json``, ``bench.md`` and
-    ``pareto.png`` (accuracy vs batch-1 latency, marker area ~ file size) there.
+    ``pareto.png`` (metric vs batch-1 latency, marker area ~ file size) there.
 
     Returns:
         The report (rows and measuring conditions).
@@ -223,6 +223,7 @@ def bench(
     if out_dir:
         from cnnzoo.viz.pareto import plot_pareto
 
+        metrics = " / ".join(dict.fromkeys(r.metric for r in rows))
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "bench.json", json.dumps(report.to_dict(), indent=2) + "\n")
         atomic_write_text(out_dir / "bench.md", report.markdown())
@@ -232,8 +233,8 @@ def bench(
             [r.score for r in rows],
             [r.size_bytes for r in rows],
             out_dir / "pareto.png",
-            title=f"{'/'.join(dict.fromkeys(r.metric for r in rows))} vs latency "
-            f"({threads} threads, batch 1)",
+            title=f"{metrics} vs latency ({threads} threads, batch 1)",
+            ylabel=f"test {metrics}",
         )
         report.files = [out_dir / "bench.json", out_dir / "bench.md", png]
     return report
