@@ -74,8 +74,9 @@ def main() -> None:
     for name, what, overrides in rungs:
         runs = []
         for seed in range(args.seeds):
+            slug = name.strip("+").replace(" ", "")
             cfg = replace(
-                DEMO_RECIPE, out=free_run_dir(f"{args.runs}/{name.strip('+').replace(' ', '')}-s{seed}"),
+                DEMO_RECIPE, out=free_run_dir(f"{args.runs}/{slug}-s{seed}"),
                 seed=seed, progress=False, time_minutes=args.minutes, **overrides,
             )  # fmt: skip
             result = train(cfg)

@@ -213,7 +213,7 @@ def test_bench_rows_table_and_pareto(base, tmp_path):
     assert variants == [("r20", "pytorch fp32"), ("r20", "onnxruntime fp32"),
                         ("sparse", "pytorch fp32"), ("sparse", "onnxruntime fp32")]  # fmt: skip
     base_row, sparse_row = report.rows[0], report.rows[2]
-    assert base_row.accuracy == pytest.approx(report.rows[1].accuracy, abs=1e-3)
+    assert base_row.score == pytest.approx(report.rows[1].score, abs=1e-3)
     assert sparse_row.nonzero_params < 0.6 * sparse_row.params
     assert sparse_row.macs == base_row.macs  # zeros are still multiplied
     saved = json.loads((tmp_path / "b" / "bench.json").read_text())

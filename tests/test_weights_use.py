@@ -54,7 +54,7 @@ def test_export_and_bench_by_name(tmp_path):
     report = bench([NAME], threads=1, repeats=2, onnx=False, data_dir=None)
     (row,) = report.rows
     assert row.run == NAME and row.variant == "pytorch fp32"
-    assert abs(row.accuracy - cnnzoo.weights.get(NAME).metrics["test/accuracy"]) < 2e-3
+    assert abs(row.score - cnnzoo.weights.get(NAME).metrics["test/accuracy"]) < 2e-3
 
 
 def test_compress_by_name_quantizes_the_shipped_model(tmp_path):

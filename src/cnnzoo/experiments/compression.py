@@ -113,8 +113,8 @@ def _row(label: str, bench_rows: list[Any], base: dict[str, float]) -> dict[str,
     return {
         "variant": label,
         "runtime": best.variant,
-        "accuracy": f"{best.accuracy:.4f}",
-        "Δ pt": f"{100 * (best.accuracy - base['accuracy']):+.2f}",
+        "accuracy": f"{best.score:.4f}",
+        "Δ pt": f"{100 * (best.score - base['accuracy']):+.2f}",
         "params": f"{best.nonzero_params:,}",
         "MACs (M)": f"{best.macs / 1e6:.2f}",
         "size (KiB)": f"{best.size_bytes / 1024:.1f}",
@@ -146,7 +146,7 @@ def compression(out: Path, quick: bool) -> ExperimentResult:
     for r in report.rows:
         by_run.setdefault(r.run, []).append(r)
     base_rows = by_run[made[0][1].name]
-    base = {"accuracy": base_rows[0].accuracy}
+    base = {"accuracy": base_rows[0].score}
     rows = [_row(label, by_run[path.name], base) for label, path in made]
     (out / "pareto.png").write_bytes((out / "bench" / "pareto.png").read_bytes())
     settings = {**asdict(s), "data": _dataset(s), "machine": report.machine,
@@ -172,14 +172,14 @@ def _notes(made: list[tuple[str, Path]], by_run: dict[str, list[Any]]) -> str:
     for label in labels[1:]:
         r = rows[label][0]
         lines.append(
-            f"- {label}: accuracy {r.accuracy:.4f} ({100 * (r.accuracy - base[0].accuracy):+.2f} "
+            f"- {label}: accuracy {r.score:.4f} ({100 * (r.score - base[0].score):+.2f} "
             f"pt), {r.macs / 1e6:.2f} M MACs, batch-32 latency {r.latency_ms[32]:.2f} ms "
             f"({torch_b32 / r.latency_ms[32]:.2f}x PyTorch fp32 eager, "
             f"{ort_b32 / r.latency_ms[32]:.2f}x ONNX Runtime fp32 of the base)."
         )
     kd, alone = rows[labels[-1]][0], rows[labels[-2]][0]
     lines.append(
-        f"- Distillation: the student gains {100 * (kd.accuracy - alone.accuracy):+.2f} pt "
+        f"- Distillation: the student gains {100 * (kd.score - alone.score):+.2f} pt "
         "over the same student trained alone (one seed)."
     )
     metrics = json.loads((made[2][1] / "metrics.json").read_text())

@@ -7,7 +7,7 @@ the others are a one-line refusal that says what to use instead.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -140,8 +140,8 @@ class TrainResult:
 
 NOT_EXPORTED: dict[str, str] = {
     "export": "export works on classifiers, segmenters and one-stage detectors",
-    "bench": "bench measures classifiers",
-    "compress": "cnnzoo compress works on classifiers",
+    "bench": "bench measures classifiers, segmenters and one-stage detectors",
+    "compress": "cnnzoo compress works on classifiers (and int8 on segmenters and detectors)",
 }
 """What families whose models do not export say to ``export``, ``bench`` and ``compress``."""
 
@@ -164,12 +164,25 @@ class ExportPlan:
         meanings: what each output is, for the device manifest.
         postprocessing: what an app does after the graph (a detector's thresholds and NMS),
             or None.
+        finish: that post-processing as code, ``finish(outputs) -> predictions`` (``bench``
+            times the graph and it together), or None when there is none.
+        float_tail: int8 keeps the operators after the last convolutions in fp32 (a
+            detector's box decoding and score products), and the last convolutions
+            themselves (its prediction heads);
+            :func:`~cnnzoo.compress.quantize.float_tail_nodes`.
     """
 
     module: torch.nn.Module
     output_names: tuple[str, ...]
     meanings: tuple[str, ...]
     postprocessing: dict[str, Any] | None = None
+    finish: Callable[[Sequence[Tensor]], Any] | None = None
+    float_tail: bool = False
+
+
+Graph = Callable[[Tensor], Sequence[Tensor]]
+"""A model as deployed: prepared images ``(N, C, H, W)`` -> the export plan's outputs (an
+ONNX Runtime session, or the plan's module in PyTorch)."""
 
 
 @dataclass
@@ -223,7 +236,13 @@ class Family:
         defaults: per task, the training options left unset take these values.
         options: the :class:`TrainConfig` fields it takes beyond :data:`SHARED_OPTIONS`.
         option_hints: per option of another family, what to do instead (added to the error).
-        exports: its models can be exported to ONNX, benchmarked and compressed (classifiers).
+        exports: its models can be exported to ONNX, quantized to int8 and benchmarked.
+        compress_methods: what ``cnnzoo compress`` does to its runs, of ``"prune"``,
+            ``"distill"``, ``"lowbit"`` (ternary, binary), ``"int8"`` and ``"qat"``.
+        metrics: what :meth:`score` measures on the test split, the headline first
+            (``bench`` and int8 report it).
+        int8_tolerance: int8 *holds accuracy* when its headline metric is at most this much
+            below the fp32 graph's (absolute); ``compress`` says so when it is not.
         instead: per command it does not support, what to use instead.
         recipes: named sets of training options (``--recipe NAME``); the first is the default.
     """
@@ -234,6 +253,9 @@ class Family:
     options: frozenset[str] = frozenset()
     option_hints: Mapping[str, str] = {}
     exports: bool = False
+    compress_methods: frozenset[str] = frozenset()
+    metrics: tuple[str, ...] = ()
+    int8_tolerance: float = 0.01
     instead: Mapping[str, str] = {}
     recipes: Mapping[str, Mapping[str, Any]] = {}
 
@@ -291,6 +313,42 @@ class Family:
         """
         if not self.exports:
             raise self.refusal(command, label, task)
+
+    def check_compress(self, label: str, task: str, method: str, flag: str) -> None:
+        """Refuse a ``cnnzoo compress`` technique (``method``, asked for by ``flag``) that
+        this family's runs do not take.
+
+        Raises:
+            CnnzooError: naming the run, the flag and the techniques it does take.
+        """
+        self.check_exports(label, task, "compress")
+        if method not in self.compress_methods:
+            takes = ", ".join(sorted(self.compress_methods)) or "nothing"
+            raise CnnzooError(
+                f"{label} is a {task} model: `cnnzoo compress {flag}` does not apply to it "
+                f"(it takes: {takes}; e.g. --quantize int8)"
+            )
+
+    def calibration_images(self, run: RunDir, spec: dict[str, Any], n: int) -> Tensor:
+        """Return ``n`` training images of the run as the model sees them (int8 calibration).
+
+        Raises:
+            CnnzooError: when the training data is not on this machine, or a family whose
+                models do not quantize.
+        """
+        raise self.refusal("compress", run.label, spec.get("task", self.name))
+
+    def score(
+        self, run: RunDir, graph: Graph | None = None, data_dir: str | None = None
+    ) -> dict[str, float]:
+        """Return :attr:`metrics` on the run's test split, measured by the family's own
+        evaluation code: of the run's PyTorch model, or of ``graph`` (its export, computing
+        what the export plan's module computes) in its place.
+
+        Raises:
+            CnnzooError: for missing test data, or a family without it.
+        """
+        raise self.refusal("bench", run.label, run.read_spec().get("task", self.name))
 
     def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
         """Return what ``cnnzoo export`` exports of a run's ``model`` (its ``spec`` is the

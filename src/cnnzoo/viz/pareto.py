@@ -31,6 +31,7 @@ def plot_pareto(
     size_bytes: Sequence[float],
     path: str | Path,
     title: str = "accuracy vs latency",
+    ylabel: str = "test accuracy",
 ) -> Path:
     """Scatter accuracy against latency (log x), marker area proportional to file size.
 
@@ -48,7 +49,7 @@ def plot_pareto(
             label="Pareto frontier")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("latency per call (ms, log scale)")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_title(f"{title}; marker area ~ file size")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")

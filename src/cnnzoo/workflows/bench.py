@@ -1,10 +1,15 @@
-"""``cnnzoo bench``: accuracy, size, MACs and latency of trained classifiers, side by side.
+"""``cnnzoo bench``: task metric, size, MACs and latency of trained models, side by side.
 
 Each run gives one row per way of running it: ``pytorch fp32`` (eager), ``onnxruntime fp32``
 (the same weights exported to ONNX; with ``onnx=True``) and, for a run made by
-``cnnzoo compress --quantize int8``, ``onnxruntime int8``. Latency is the median of
-``repeats`` timed calls after warm-up, at batch 1 and batch 32, with the stated number of
-CPU threads for both PyTorch and ONNX Runtime; accuracy is on the run's test split.
+``cnnzoo compress --quantize int8``, ``onnxruntime int8``. What runs is the run's family's
+export plan (:meth:`Family.export_plan`): a classifier's or segmenter's logits, a one-stage
+detector's candidates *and* its post-processing (threshold, class-aware NMS), in PyTorch and
+in ONNX Runtime alike. Latency is the median of ``repeats`` timed calls after warm-up, at
+batch 1 and batch 32, on the run's test images, with the stated number of CPU threads for
+both PyTorch and ONNX Runtime. Each row's metric is its family's headline
+(:attr:`Family.metrics`: accuracy, mIoU, mAP@[.5:.95]) on the run's test split, measured by
+the family's evaluation code, so a mixed set of runs benches side by side.
 """
 
 from __future__ import annotations
@@ -17,13 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
 
 from cnnzoo.errors import CnnzooError
 from cnnzoo.families.assemble import flush_denormals
-from cnnzoo.families.base import input_shape
+from cnnzoo.families.base import Graph, input_shape
 from cnnzoo.families.registry import exporting_family
 from cnnzoo.files import atomic_write_text
 from cnnzoo.rundir import RunDir, WeightsRun
@@ -38,13 +41,15 @@ class BenchRow:
 
     run: str
     variant: str
-    accuracy: float
+    metric: str  # the family's headline metric, e.g. "accuracy", "miou", "map"
+    score: float  # its value on the test split
     params: int
     nonzero_params: int
     macs: int
     size_bytes: int
     size_note: str
     latency_ms: dict[int, float]  # batch -> median ms per call
+    scores: dict[str, float] = field(default_factory=dict)  # every metric of the family
 
     def per_image_ms(self, batch: int) -> float:
         """Return the latency per image at ``batch``."""
@@ -78,13 +83,13 @@ class BenchReport:
             f"Machine: {self.machine}; {self.threads} threads; median of {self.repeats} "
             f"calls; {', '.join(f'{k} {v}' for k, v in self.versions.items())}.",
             "",
-            "| run | variant | accuracy | params | nonzero | MACs | size | latency b1 (ms) "
+            "| run | variant | metric | score | params | nonzero | MACs | size | latency b1 (ms) "
             "| latency b32 (ms) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             lines.append(
-                f"| {r.run} | {r.variant} | {r.accuracy:.4f} | {r.params:,} | "
+                f"| {r.run} | {r.variant} | {r.metric} | {r.score:.4f} | {r.params:,} | "
                 f"{r.nonzero_params:,} | {r.macs / 1e6:.2f} M | {r.size_bytes / 1024:.1f} KiB "
                 f"({r.size_note}) | {r.latency_ms[1]:.3f} | {r.latency_ms[32]:.2f} |"
             )
@@ -110,31 +115,14 @@ def _versions() -> dict[str, str]:
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def _latency(call: Callable[[torch.Tensor], object], shape: tuple[int, ...], repeats: int) -> dict:
+def _latency(call: Callable[[torch.Tensor], object], images: torch.Tensor, repeats: int) -> dict:
     from cnnzoo.compress.runtime import median_latency_ms
 
     out = {}
     for batch in BATCHES:
-        x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
+        x = images.repeat(-(-batch // len(images)), 1, 1, 1)[:batch].contiguous()
         out[batch] = median_latency_ms(lambda x=x: call(x), repeats=repeats)
     return out
-
-
-def _torch_predict(model: nn.Module) -> Callable[[torch.Tensor], np.ndarray]:
-    def predict(x: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            return model(x).argmax(1).numpy()
-
-    return predict
-
-
-def _ort_call(session: Any) -> Callable[[torch.Tensor], np.ndarray]:
-    name = session.get_inputs()[0].name
-
-    def call(x: torch.Tensor) -> np.ndarray:
-        return session.run(None, {name: x.numpy()})[0]
-
-    return call
 
 
 def _size(run: RunDir, spec: dict[str, Any]) -> tuple[int, str]:
@@ -157,47 +145,43 @@ def bench_run(
         Its rows (see the module docstring).
 
     Raises:
-        CnnzooError: for a path that is not a classification run, or missing test data.
+        CnnzooError: for a run whose family or model does not export (a two-stage
+            detector), or missing test data.
     """
     from cnnzoo.compress.export import export_onnx
-    from cnnzoo.compress.runtime import ort_session
-    from cnnzoo.families.classification.evaluate import batch_accuracy, run_data
+    from cnnzoo.families.deployed import ort_graph, torch_graph
 
     run = RunDir.open(path)
-    exporting_family(run, "bench")
+    family = exporting_family(run, "bench")
     model, spec = run.load_model()
+    plan = family.export_plan(model, spec, run.label)
     shape = input_shape(spec)
-    dm, _ = run_data(run, spec, data_dir=data_dir, split="test", batch_size=256)
+    images, _ = family.check_images(run, spec, 32)
+    finish = plan.finish or (lambda outputs: outputs)
+    metric = family.metrics[0]
     params = sum(p.numel() for p in model.parameters())
     nonzero = sum(int((p != 0).sum()) for p in model.parameters())
     macs = count_macs(model, shape)
     name = run.weight_set.name if isinstance(run, WeightsRun) else run.path.name
-    rows = []
-    int8 = run.int8_file
+
+    def row(variant: str, graph: Graph, scores: dict, size: int, note: str) -> BenchRow:
+        latency = _latency(lambda x: finish(graph(x)), images, repeats)
+        return BenchRow(name, variant, metric, scores[metric], params, nonzero, macs, size,
+                        note, latency, scores)  # fmt: skip
 
     def ort_row(file: Path, variant: str) -> BenchRow:
-        session = ort_session(file, threads=threads)
-        call = _ort_call(session)
-        accuracy = batch_accuracy(lambda x: call(x).argmax(1), dm, "test")
-        return BenchRow(name, variant, accuracy, params, nonzero, macs, file.stat().st_size,
-                        "onnx", _latency(call, shape, repeats))  # fmt: skip
+        graph = ort_graph(file, threads=threads)
+        scores = family.score(run, graph, data_dir)
+        return row(variant, graph, scores, file.stat().st_size, "onnx")
 
-    if int8.is_file():
-        rows.append(ort_row(int8, "onnxruntime int8"))
-        return rows
-    predict = _torch_predict(model)
-    accuracy = batch_accuracy(predict, dm, "test")
-
-    def eager(x: torch.Tensor) -> object:
-        with torch.inference_mode():
-            return model(x)
-
-    size, note = _size(run, spec)
-    rows.append(BenchRow(name, "pytorch fp32", accuracy, params, nonzero, macs, size, note,
-                         _latency(eager, shape, repeats)))  # fmt: skip
+    if run.int8_file.is_file():
+        return [ort_row(run.int8_file, "onnxruntime int8")]
+    rows = [row("pytorch fp32", torch_graph(plan.module), family.score(run, None, data_dir),
+                *_size(run, spec))]  # fmt: skip
     if onnx:
         with tempfile.TemporaryDirectory() as tmp:
-            file = export_onnx(model, Path(tmp) / "model.onnx", shape)
+            file = export_onnx(plan.module, Path(tmp) / "model.onnx", shape,
+                               output_names=plan.output_names)  # fmt: skip
             rows.append(ort_row(file, "onnxruntime fp32"))
     return rows
 
@@ -212,13 +196,13 @@ def bench(
     overwrite: bool = False,
 ) -> BenchReport:
     """Benchmark runs side by side; with ``out``, write ``bench.json``, ``bench.md`` and
-    ``pareto.png`` (accuracy vs batch-1 latency, marker area ~ file size) there.
+    ``pareto.png`` (metric vs batch-1 latency, marker area ~ file size) there.
 
     Returns:
         The report (rows and measuring conditions).
 
     Raises:
-        CnnzooError: for no runs, threads < 1, a run that is not a classifier, or an
+        CnnzooError: for no runs, threads < 1, a run whose model does not export, or an
             existing ``out`` folder with files (without ``overwrite``).
     """
     if not runs:
@@ -239,16 +223,18 @@ def bench(
     if out_dir:
         from cnnzoo.viz.pareto import plot_pareto
 
+        metrics = " / ".join(dict.fromkeys(r.metric for r in rows))
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "bench.json", json.dumps(report.to_dict(), indent=2) + "\n")
         atomic_write_text(out_dir / "bench.md", report.markdown())
         png = plot_pareto(
             [f"{r.run}\n{r.variant}" for r in rows],
             [r.latency_ms[1] for r in rows],
-            [r.accuracy for r in rows],
+            [r.score for r in rows],
             [r.size_bytes for r in rows],
             out_dir / "pareto.png",
-            title=f"accuracy vs latency ({threads} threads, batch 1)",
+            title=f"{metrics} vs latency ({threads} threads, batch 1)",
+            ylabel=f"test {metrics}",
         )
         report.files = [out_dir / "bench.json", out_dir / "bench.md", png]
     return report

@@ -32,8 +32,8 @@ from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.families.base import input_shape
-from cnnzoo.families.registry import exporting_family
+from cnnzoo.families.base import Family, input_shape
+from cnnzoo.families.registry import family_for
 from cnnzoo.rundir import INT8_FILE, RunDir
 from cnnzoo.summary import count_macs
 from cnnzoo.workflows.train import Job, TrainConfig, TrainResult, train
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 QUANTIZE_MODES = ("int8", "ternary", "binary")
 FP32_ONNX_FILE = "model.onnx"
+DATA_KEYS = ("data", "data_dir", "val_fraction", "seed", "images")
+"""The source's training options an int8 run keeps at the top of its config.yaml: where its
+data is and how it was split."""
 
 
 @dataclass
@@ -99,9 +102,22 @@ def _check(cfg: CompressConfig) -> None:
         raise CnnzooError("--finetune-epochs must be >= 0 and --prune-rounds >= 1")
 
 
-def _source(path: str) -> tuple[RunDir, nn.Module, dict[str, Any], dict[str, Any]]:
+def _method(cfg: CompressConfig) -> tuple[str, str]:
+    """The technique asked for (a :attr:`Family.compress_methods` name) and its flag."""
+    if cfg.prune:
+        return "prune", f"--prune {cfg.prune}"
+    if cfg.distill_from:
+        return "distill", "--distill-from"
+    if cfg.quantize == "int8":
+        return ("qat", "--quantize int8 --qat") if cfg.qat else ("int8", "--quantize int8")
+    return "lowbit", f"--quantize {cfg.quantize}"
+
+
+def _source(path: str, cfg: CompressConfig) -> tuple[RunDir, nn.Module, dict[str, Any], dict]:
+    """Open a run to compress; its family must take the techniques ``cfg`` asks for."""
     run = RunDir.open(path)
-    exporting_family(run, "compress")
+    task = run.read_spec().get("task", "classification")
+    family_for(task).check_compress(run.label, task, *_method(cfg))
     model, spec = run.load_model()
     return run, model, spec, run.read_config()
 
@@ -244,7 +260,7 @@ def _prune(cfg: CompressConfig) -> CompressResult:
     from cnnzoo.registry import create_model
 
     plan = parse_prune(cfg.prune or "")
-    run, model, spec, config = _source(cfg.source)
+    run, model, spec, config = _source(cfg.source, cfg)
     shape = input_shape(spec)
     example = torch.randn(2, *shape)
     macs_before = count_macs(model, shape)
@@ -276,7 +292,7 @@ def _prune(cfg: CompressConfig) -> CompressResult:
         macs_before=macs_before,
         macs_after=count_macs(model, shape),
         finetune_epochs=cfg.finetune_epochs,
-        source_accuracy=_source_accuracy(run),
+        source_accuracy=_source_metric(run),
     )
     if not plan.structured:
         info["sparsity"] = sparsity_report(model, pruned_layers).to_dict()
@@ -303,15 +319,15 @@ def _taylor_loss(run: RunDir, spec: dict[str, Any]) -> Any:
     return loss_fn
 
 
-def _source_accuracy(run: RunDir) -> float | None:
-    return run.read_metrics().get("metrics", {}).get("test/accuracy")
+def _source_metric(run: RunDir, metric: str = "accuracy") -> float | None:
+    return run.read_metrics().get("metrics", {}).get(f"test/{metric}")
 
 
 def _lowbit(cfg: CompressConfig) -> CompressResult:
     from cnnzoo.compress.lowbit import apply_lowbit, packed_size_bytes, weight_levels
 
     mode = cfg.quantize or ""
-    run, model, _, config = _source(cfg.source)
+    run, model, _, config = _source(cfg.source, cfg)
     layers = apply_lowbit(model, mode)
     result = _finetune(cfg, config, model, cfg.finetune_epochs, [BakeLowBit(model)],
                        {"lowbit": {"mode": mode, "layers": layers}})  # fmt: skip
@@ -324,7 +340,7 @@ def _lowbit(cfg: CompressConfig) -> CompressResult:
         "levels": {k: levels[k] for k in layers if k in levels},
         "packed_size": size,
         "finetune_epochs": cfg.finetune_epochs,
-        "source_accuracy": _source_accuracy(run),
+        "source_accuracy": _source_metric(run),
     }
     return _record(result, info)
 
@@ -332,8 +348,8 @@ def _lowbit(cfg: CompressConfig) -> CompressResult:
 def _distill(cfg: CompressConfig) -> CompressResult:
     from cnnzoo.tasks.distillation import DistillationTask
 
-    run, _, spec, config = _source(cfg.source)
-    teacher_run, teacher, teacher_spec, _ = _source(cfg.distill_from or "")
+    run, _, spec, config = _source(cfg.source, cfg)
+    teacher_run, teacher, teacher_spec, _ = _source(cfg.distill_from or "", cfg)
     if teacher_spec["data"]["class_names"] != spec["data"]["class_names"]:
         raise CnnzooError(
             f"teacher {cfg.distill_from} was trained on other classes than {cfg.source}"
@@ -363,8 +379,8 @@ def _distill(cfg: CompressConfig) -> CompressResult:
         "method": f"distill from {teacher_run.label}",
         "source": run.label,
         "teacher": teacher_spec["model"],
-        "teacher_accuracy": _source_accuracy(teacher_run),
-        "student_alone_accuracy": _source_accuracy(run),
+        "teacher_accuracy": _source_metric(teacher_run),
+        "student_alone_accuracy": _source_metric(run),
         "temperature": cfg.temperature,
         "alpha": cfg.alpha,
         "alpha_convention": "alpha weights the soft (teacher) term: "
@@ -374,18 +390,29 @@ def _distill(cfg: CompressConfig) -> CompressResult:
     return _record(result, info)
 
 
+def _int8_record(family: Family, fp32: dict[str, float], int8: dict[str, float]) -> dict:
+    """Whether int8 holds accuracy: the headline metric of both graphs, the drop and the
+    family's tolerance (the manifest's and ``metrics.json``'s record)."""
+    metric = family.metrics[0]
+    drop = fp32[metric] - int8[metric]
+    return {"metric": metric, "fp32_onnx": fp32[metric], "int8": int8[metric], "drop": drop,
+            "tolerance": family.int8_tolerance,
+            "holds": drop <= family.int8_tolerance}  # fmt: skip
+
+
 def _int8(cfg: CompressConfig) -> CompressResult:
     import time
 
     from cnnzoo.compress.export import device_manifest, export_onnx
     from cnnzoo.compress.quantize import quantize_int8
-    from cnnzoo.compress.runtime import ort_logits, ort_session
-    from cnnzoo.families.classification.evaluate import batch_accuracy, first_images, run_data
+    from cnnzoo.families.deployed import ort_graph
 
     if cfg.calibration < 1:
         raise CnnzooError(f"--calibration must be at least 1 image, got {cfg.calibration}")
     start = time.perf_counter()
-    run, model, spec, config = _source(cfg.source)
+    run, model, spec, config = _source(cfg.source, cfg)
+    family = family_for(spec.get("task", "classification"))
+    plan = family.export_plan(model, spec, run.label)
     trained: TrainResult | None = None
     if cfg.qat:
         from cnnzoo.compress.qat import prepare_qat
@@ -397,51 +424,62 @@ def _int8(cfg: CompressConfig) -> CompressResult:
     else:
         out = RunDir.create(cfg.out, overwrite=cfg.overwrite)
     try:
-        shape = input_shape(spec)
-        dm, names = run_data(run, spec, split="test", batch_size=256)
-        calibration = first_images(dm, "train", cfg.calibration).numpy()
-        fp32 = export_onnx(model, out.path / FP32_ONNX_FILE, shape)
-        int8 = quantize_int8(fp32, out.path / INT8_FILE, calibration)
+        calibration = family.calibration_images(run, spec, cfg.calibration).numpy()
+        fp32 = export_onnx(plan.module, out.path / FP32_ONNX_FILE, input_shape(spec),
+                           output_names=plan.output_names)  # fmt: skip
+        int8 = quantize_int8(fp32, out.path / INT8_FILE, calibration,
+                             float_tail=plan.float_tail, float_heads=plan.float_tail)  # fmt: skip
     except CnnzooError:
         if trained is None:
             out.discard_if_empty()
         raise
-    accuracy = {}
-    for label, path in (("fp32", fp32), ("int8", int8)):
-        session = ort_session(path)
-        predict = lambda x, session=session: ort_logits(session, x.numpy()).argmax(1)  # noqa: E731
-        accuracy[label] = batch_accuracy(predict, dm, "test")
+    scores = {label: family.score(run, ort_graph(path, threads=None), data_dir=cfg.data_dir)
+              for label, path in (("fp32", fp32), ("int8", int8))}  # fmt: skip
+    record = _int8_record(family, scores["fp32"], scores["int8"])
+    metric = record["metric"]
     data = spec["data"]
     manifest = device_manifest(
-        int8, model_name=spec["model"], class_names=names, mean=data["mean"], std=data["std"],
-        image_size=data["image_size"], resize_to=spec.get("resize_to"), quantization="int8",
+        int8, model_name=spec["model"], class_names=data["class_names"], mean=data["mean"],
+        std=data["std"], image_size=data["image_size"], resize_to=spec.get("resize_to"),
+        quantization="int8", meanings=plan.meanings, postprocessing=plan.postprocessing,
     )  # fmt: skip
+    manifest["measured"] = {**record, "split": "test", "fp32_tail": plan.float_tail}
     out.write_json(Path(INT8_FILE).with_suffix(".json").name, manifest)
     info: dict[str, Any] = {
-        "method": "quantize int8 (ONNX Runtime static, QDQ, per-channel weights)",
+        "method": "quantize int8 (ONNX Runtime static, QDQ, per-channel weights)"
+        + (", prediction heads and decoding in fp32" if plan.float_tail else ""),
         "source": run.label,
         "calibration_images": len(calibration),
         "onnx_fp32_bytes": fp32.stat().st_size,
         "onnx_int8_bytes": int8.stat().st_size,
-        "onnx_fp32_accuracy": accuracy["fp32"],
-        "source_accuracy": _source_accuracy(run),
+        f"onnx_fp32_{metric}": scores["fp32"][metric],
+        f"source_{metric}": _source_metric(run, metric),
+        "int8": record,
     }
-    metrics = {"test/accuracy": accuracy["int8"], "test/accuracy_fp32_onnx": accuracy["fp32"]}
+    if not record["holds"]:
+        info["note"] = (
+            f"int8 does not hold accuracy here: {metric} {record['int8']:.4f} vs "
+            f"{record['fp32_onnx']:.4f} fp32 ({record['drop']:+.4f} drop, tolerance "
+            f"{record['tolerance']}); deploy the fp32 export (`cnnzoo export`)"
+        )
+    metrics = {f"test/{k}": v for k, v in scores["int8"].items()}
+    metrics.update({f"test/{k}_fp32_onnx": v for k, v in scores["fp32"].items()})
     if trained is not None:  # the run directory is train()'s; add the int8 model to it
         info["method"] = "quantization-aware training, then " + info["method"]
         info["finetune_epochs"] = cfg.finetune_epochs
         out.write_json("model.json", {**out.read_spec(), "int8_onnx": INT8_FILE})
-        metrics["test/accuracy_qat_fp32"] = trained.metrics["test/accuracy"]
+        metrics[f"test/{metric}_qat_fp32"] = trained.metrics[f"test/{metric}"]
         seconds = time.perf_counter() - start
         return _record(replace(trained, metrics=metrics, seconds=seconds), info)
     shutil.copyfile(run.weights, out.weights)  # the fp32 reference, for eval and bench
     out.write_json("model.json", {**spec, "int8_onnx": INT8_FILE})
     seconds = time.perf_counter() - start
+    data_keys = {k: config[k] for k in DATA_KEYS if k in config}  # eval/bench find the data
     out.write_config({"compress": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
-                      "source_config": config})  # fmt: skip
+                      **data_keys, "source_config": config})  # fmt: skip
     out.write_json(
         "metrics.json",
-        {"model": spec["model"], "task": "classification", "dataset": data["name"],
+        {"model": spec["model"], "task": spec.get("task", family.name), "dataset": data["name"],
          "seconds": round(seconds, 2), "metrics": metrics, "compression": info},
     )  # fmt: skip
     return CompressResult(out.path, metrics, info, seconds)

@@ -46,7 +46,8 @@ def export_run(
     ``onnx`` exports the PyTorch weights (fp32, dynamic batch) and checks the file against
     PyTorch with ONNX Runtime on ``check_images`` test images (tolerance :data:`ATOL` +
     :data:`RTOL` x |output|, every output). ``onnx-int8`` copies the int8 model that
-    ``cnnzoo compress --quantize int8`` made in a classification run.
+    ``cnnzoo compress --quantize int8`` made (classifier, segmenter or one-stage detector),
+    its manifest recording the test metric of the int8 and the fp32 graph.
 
     Returns:
         The paths written and the largest difference from PyTorch.
@@ -101,6 +102,9 @@ def export_run(
         quantization="int8" if fmt == "onnx-int8" else "fp32", meanings=plan.meanings,
         postprocessing=plan.postprocessing,
     )  # fmt: skip
+    measured = run.read_metrics().get("compression", {}).get("int8")
+    if fmt == "onnx-int8" and measured:  # the int8 model's metric beside the fp32 graph's
+        manifest["measured"] = measured
     if diff is not None:
         manifest["verified"] = {
             "max_abs_diff": diff, "atol": ATOL, "rtol": RTOL, "images": checked,

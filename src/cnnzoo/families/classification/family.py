@@ -1,6 +1,6 @@
 """The classification family: classifiers trained on labelled images (Fashion-MNIST, image
-folders), evaluated by accuracy and a per-class table, used by ``predict`` (top-k classes)
-and the only family that ``bench`` and ``compress`` take."""
+folders), evaluated by accuracy and a per-class table, used by ``predict`` (top-k classes); every
+``compress`` technique applies to them."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from cnnzoo.families.base import (
     Evaluation,
     ExportPlan,
     Family,
+    Graph,
     Job,
     PredictOptions,
     TrainConfig,
     TrainResult,
 )
+from cnnzoo.families.deployed import torch_graph
 from cnnzoo.rundir import RunDir
 
 FAST_RECIPE = {
@@ -51,6 +53,8 @@ class ClassificationFamily(Family):
         "backbone_weights": "start from a run or weight set with --weights",
     }
     exports = True
+    compress_methods = frozenset({"prune", "distill", "lowbit", "int8", "qat"})
+    metrics = ("accuracy",)
     recipes = {"standard": {}, "fast": FAST_RECIPE}
 
     def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
@@ -71,6 +75,24 @@ class ClassificationFamily(Family):
             return super().check_images(run, spec, n)
         x = first_images(dm, "test", n)
         return x, f"the first {len(x)} test images of {spec['data']['name']}"
+
+    def calibration_images(self, run: RunDir, spec: dict[str, Any], n: int) -> Tensor:
+        from cnnzoo.families.classification.evaluate import first_images, run_data
+
+        dm, _ = run_data(run, spec, split="test", batch_size=256)
+        return first_images(dm, "train", n)
+
+    def score(
+        self, run: RunDir, graph: Graph | None = None, data_dir: str | None = None
+    ) -> dict[str, float]:
+        from cnnzoo.families.classification.evaluate import batch_accuracy, run_data
+
+        spec = run.read_spec()
+        dm, _ = run_data(run, spec, data_dir=data_dir, split="test", batch_size=256)
+        if graph is None:  # the model as exported (with its test-time augmentation)
+            model, _ = run.load_model()
+            graph = torch_graph(self.export_plan(model, spec, run.label).module)
+        return {"accuracy": batch_accuracy(lambda x: graph(x)[0].argmax(1), dm, "test")}
 
     def job(self, cfg: TrainConfig) -> Job:
         from cnnzoo.families.classification.job import classification_job

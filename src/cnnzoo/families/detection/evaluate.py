@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torch import nn
+
 from cnnzoo.data.det_datamodule import DetectionData
 from cnnzoo.errors import CnnzooError
 from cnnzoo.families.assemble import flush_denormals
@@ -55,6 +57,7 @@ def evaluate_detection(
     plot: bool = True,
     voc07: bool = False,
     images_dir: str | None = None,
+    model: nn.Module | None = None,
 ) -> DetEvalResult:
     """Evaluate a detection run on a dataset split.
 
@@ -68,6 +71,8 @@ def evaluate_detection(
         voc07: per-class AP@0.5 with VOC2007's 11-point interpolation instead of all points.
         images_dir: ``coco:`` data: the images folder (default: the training's ``--images``
             when the data is the training data).
+        model: evaluate this model of the detection interface instead of the run's (its
+            ONNX export, wrapped by :class:`~cnnzoo.families.detection.export.GraphDetector`).
 
     Returns:
         COCO mAP, mAP@0.5, mAP@0.75 (torchmetrics / pycocotools), the VOC mAP@0.5 and the
@@ -80,7 +85,8 @@ def evaluate_detection(
     """
     flush_denormals()
     run = RunDir.open(run_or_weights)
-    model, spec = run.load_model()
+    own, spec = run.load_model()
+    model = own if model is None else model
     if spec.get("task") != "detection":
         raise CnnzooError(f"{run.label} is not a detection run")
     trained_on = spec["data"]

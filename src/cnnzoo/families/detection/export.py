@@ -19,6 +19,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.families.base import Graph
+from cnnzoo.models.detection.postprocess import score_candidates
 
 BOXES = "boxes: (N, M, 4) candidate boxes, x1 y1 x2 y2 in input pixels, before NMS"
 SCORES = "scores: (N, M, C) each candidate's score per class, 0..1, before NMS"
@@ -67,3 +69,41 @@ def postprocessing(conf: float, iou: float, max_detections: int = 100) -> dict[s
         "max_detections": max_detections,
         "reference": "cnnzoo.models.detection.postprocess.score_candidates",
     }
+
+
+class GraphDetector(nn.Module):
+    """An exported one-stage detector as a model of the detection interface:
+    ``forward(x)`` runs the graph (candidates), ``decode`` the manifest's post-processing
+    (:func:`~cnnzoo.models.detection.postprocess.score_candidates`), so the detection task's
+    own test loop scores an ONNX (fp32 or int8) file as it scores the PyTorch model."""
+
+    def __init__(self, graph: Graph) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return tuple(self.graph(x))
+
+    def decode(
+        self,
+        outputs: tuple[Tensor, ...],
+        image_size: tuple[int, int],
+        score_threshold: float = 0.05,
+        iou_threshold: float = 0.5,
+        max_detections: int = 100,
+    ) -> list[dict[str, Tensor]]:
+        """Return each image's detections (``score_candidates`` on the graph's outputs)."""
+        boxes, scores = outputs
+        return score_candidates(
+            boxes, scores, image_size, score_threshold, iou_threshold, max_detections
+        )
+
+
+def finish(image_size: tuple[int, int], conf: float, iou: float, max_detections: int = 100) -> Any:
+    """Return the manifest's post-processing as code: ``(boxes, scores) -> detections``."""
+
+    def run(outputs: Any) -> list[dict[str, Tensor]]:
+        boxes, scores = outputs
+        return score_candidates(boxes, scores, image_size, conf, iou, max_detections)
+
+    return run

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor
 
 from cnnzoo.families.base import (
-    NOT_EXPORTED,
     EvalOptions,
     Evaluation,
     ExportPlan,
     Family,
+    Graph,
     Job,
     PredictOptions,
     TrainConfig,
@@ -42,17 +42,44 @@ class DetectionFamily(Family):
         "weights": "use --backbone-weights for the backbone",
         **dict.fromkeys(("loss", "label_smoothing", "dice_weight"), _COMPOUND),
     }
-    instead = {k: v for k, v in NOT_EXPORTED.items() if k != "export"}
+    exports = True
+    compress_methods = frozenset({"int8"})
+    metrics = ("map", "map_50", "map_75")
 
     def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
         from cnnzoo.families.base import input_shape
-        from cnnzoo.families.detection.export import BOXES, SCORES, candidate_graph, postprocessing
+        from cnnzoo.families.detection.export import (
+            BOXES,
+            SCORES,
+            candidate_graph,
+            finish,
+            postprocessing,
+        )
 
         _, h, w = input_shape(spec)
         graph = candidate_graph(model, spec.get("model", label), (h, w))
-        defaults = PredictOptions()
+        o = PredictOptions()
         return ExportPlan(graph, ("boxes", "scores"), (BOXES, SCORES),
-                          postprocessing(defaults.conf, defaults.iou))  # fmt: skip
+                          postprocessing(o.conf, o.iou), finish((h, w), o.conf, o.iou),
+                          float_tail=True)  # fmt: skip
+
+    def calibration_images(self, run: RunDir, spec: dict[str, Any], n: int) -> Tensor:
+        from cnnzoo.data.det_datamodule import DetectionData
+        from cnnzoo.families.export_inputs import run_train_images
+
+        images = run.read_config().get("images")
+        return run_train_images(DetectionData, run, spec, n, images_dir=images)
+
+    def score(
+        self, run: RunDir, graph: Graph | None = None, data_dir: str | None = None
+    ) -> dict[str, float]:
+        from cnnzoo.families.detection.evaluate import evaluate_detection
+        from cnnzoo.families.detection.export import GraphDetector
+
+        model = None if graph is None else GraphDetector(graph)
+        r = evaluate_detection(run, data_dir=data_dir, accelerator="cpu", plot=False,
+                               model=model)  # fmt: skip
+        return {"map": r.map, "map_50": r.map_50, "map_75": r.map_75}
 
     def check_images(self, run: RunDir, spec: dict[str, Any], n: int) -> tuple[Tensor, str]:
         from cnnzoo.data.det_datamodule import DetectionData

@@ -19,6 +19,8 @@ from cnnzoo.rundir import RunDir
 
 DRAWN_SIDE = 384
 """Images whose longer side is shorter are drawn enlarged by an integer factor to about this."""
+BATCH = 32
+"""Images of one size go through the network and the decoding together, this many at a time."""
 
 
 @dataclass
@@ -34,6 +36,31 @@ class DetPrediction:
 OUTPUTS = ("_boxes.png", ".json")
 
 
+def inference_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Return ``model`` in eval mode with channels-last (NHWC) weights: oneDNN's CPU
+    convolutions run NHWC natively, so a batch-1 call skips a layout reorder per layer
+    (measured in docs/embedded.md)."""
+    return model.eval().to(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def detect(
+    model: torch.nn.Module, x: torch.Tensor, conf: float, iou: float, max_detections: int
+) -> list[dict[str, torch.Tensor]]:
+    """Return the detections of prepared images ``x (N, C, H, W)``, one dict per image: one
+    forward pass (channels-last) and one batched decoding for the whole batch."""
+    outputs = model(x.contiguous(memory_format=torch.channels_last))
+    return model.decode(outputs, tuple(x.shape[-2:]), conf, iou, max_detections)
+
+
+def _batches(prepared: list[torch.Tensor]) -> list[list[int]]:
+    """Indices of ``prepared`` images grouped by size, at most :data:`BATCH` per group."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, x in enumerate(prepared):
+        groups.setdefault(tuple(x.shape), []).append(i)
+    return [g[k : k + BATCH] for g in groups.values() for k in range(0, len(g), BATCH)]
+
+
 @torch.no_grad()
 def predict_detection(
     run_or_weights: str | Path,
@@ -47,9 +74,11 @@ def predict_detection(
     """Detect objects in image files with a trained run.
 
     Each image is converted to the model's channels, resized to the run's input size when it
-    was trained with one, normalised as in training; the boxes are scaled back to the image's
-    own pixels. For ``photo.jpg`` the folder ``out_dir`` gets ``photo_boxes.png`` (the image
-    with every detection drawn, class and score in the caption) and ``photo.json``::
+    was trained with one, normalised as in training; images of the same size then go through
+    the network (channels-last) and the decoding together, :data:`BATCH` at a time; the
+    boxes are scaled back to the image's own pixels. For ``photo.jpg`` the folder ``out_dir``
+    gets ``photo_boxes.png`` (the image with every detection drawn, class and score in the
+    caption) and ``photo.json``::
 
         {"file": ..., "width": W, "height": H, "model": ...,
          "detections": [{"label": 3, "class": "Dress", "score": 0.91,
@@ -85,14 +114,22 @@ def predict_detection(
     out = Path(out_dir)
     paths = check_inputs(files, out, OUTPUTS, overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for path in paths:
-        image = load_image(path, data["in_channels"])
-        h, w = image.shape[-2:]
+    model = inference_model(model)
+    images = [load_image(path, data["in_channels"]) for path in paths]
+    prepared = []
+    for image in images:
         x = normalize_batch(image[None], tuple(data["mean"]), tuple(data["std"]))
         if size is not None:
             x = F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True)
-        found = model.decode(model(x), tuple(x.shape[-2:]), conf, iou, max_detections)[0]
+        prepared.append(x[0])
+    found_all: list[dict[str, torch.Tensor]] = [{} for _ in paths]
+    for group in _batches(prepared):
+        batch = torch.stack([prepared[i] for i in group])
+        for i, found in zip(group, detect(model, batch, conf, iou, max_detections), strict=True):
+            found_all[i] = found
+    results = []
+    for path, image, x, found in zip(paths, images, prepared, found_all, strict=True):
+        h, w = image.shape[-2:]
         scale = torch.tensor([w / x.shape[-1], h / x.shape[-2]] * 2)
         boxes = found["boxes"].float() * scale
         detections = [

@@ -63,6 +63,7 @@ def evaluate_segmentation(
     batch_size: int = 16,
     accelerator: str = "auto",
     plot: bool = True,
+    model: torch.nn.Module | None = None,
 ) -> SegEvalResult:
     """Evaluate a segmentation run on a dataset split.
 
@@ -72,6 +73,8 @@ def evaluate_segmentation(
     Args:
         data: a segmentation data spec; defaults to the training data.
         split: "test" or "val".
+        model: evaluate this model instead of the run's (its ONNX export, wrapped by
+            :class:`~cnnzoo.families.deployed.GraphLogits`).
 
     Returns:
         mIoU, pixel accuracy, loss, the per-class table and confusion matrix; with ``plot``,
@@ -83,7 +86,8 @@ def evaluate_segmentation(
     """
     flush_denormals()
     run = RunDir.open(run_or_weights)
-    model, spec = run.load_model()
+    own, spec = run.load_model()
+    model = own if model is None else model
     if spec.get("task") != "segmentation":
         raise CnnzooError(f"{run.label} is not a segmentation run")
     trained_on = spec["data"]

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor
 
 from cnnzoo.families.base import (
-    NOT_EXPORTED,
     EvalOptions,
     Evaluation,
     ExportPlan,
     Family,
+    Graph,
     Job,
     PredictOptions,
     TrainConfig,
@@ -44,10 +44,29 @@ class SegmentationFamily(Family):
         "label_smoothing": "segmentation trains with pixel-wise cross-entropy (+ --dice-weight)",
         "weights": "use --backbone-weights for the encoder",
     }
-    instead = {k: v for k, v in NOT_EXPORTED.items() if k != "export"}
+    exports = True
+    compress_methods = frozenset({"int8"})
+    metrics = ("miou", "pixel_accuracy")
 
     def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
         return ExportPlan(model, ("logits",), (SEG_OUTPUT,))
+
+    def calibration_images(self, run: RunDir, spec: dict[str, Any], n: int) -> Tensor:
+        from cnnzoo.data.seg_datamodule import SegmentationData
+        from cnnzoo.families.export_inputs import run_train_images
+
+        return run_train_images(SegmentationData, run, spec, n)
+
+    def score(
+        self, run: RunDir, graph: Graph | None = None, data_dir: str | None = None
+    ) -> dict[str, float]:
+        from cnnzoo.families.deployed import GraphLogits
+        from cnnzoo.families.segmentation.evaluate import evaluate_segmentation
+
+        model = None if graph is None else GraphLogits(graph)
+        r = evaluate_segmentation(run, data_dir=data_dir, accelerator="cpu", plot=False,
+                                  model=model)  # fmt: skip
+        return {"miou": r.miou, "pixel_accuracy": r.pixel_accuracy}
 
     def check_images(self, run: RunDir, spec: dict[str, Any], n: int) -> tuple[Tensor, str]:
         from cnnzoo.data.seg_datamodule import SegmentationData
