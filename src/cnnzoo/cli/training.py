@@ -132,6 +132,12 @@ def train(
     tta: Annotated[
         bool, typer.Option(help="classification: test on the mean of each image and its mirror")
     ] = False,
+    det_augment: Annotated[
+        str | None, typer.Option(help="detection: flip, or mosaic (+ scale/colour jitter)")
+    ] = None,
+    autoanchor: Annotated[
+        bool, typer.Option(help="detection: fit anchors/default boxes to the training boxes")
+    ] = True,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cnnzoo.data.datamodule import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec
+from cnnzoo.data.det_augment import MosaicAugment
 from cnnzoo.data.det_sources import open_det_dataset, parse_det_data
 from cnnzoo.data.detection import (
     DetectionDataset,
@@ -124,6 +125,9 @@ class DetectionData(SplitDataModule):
         images_dir: ``coco:`` only: the folder the train JSON's ``file_name`` entries are
             relative to (default: found next to the JSON). The val/test JSONs use the same
             folder with ``train`` in its name replaced by the split, when that exists.
+        batch_augment: applied to the uint8 training batches on the device before they are
+            normalised (the modern recipe's :class:`~cnnzoo.data.det_augment.MosaicAugment`),
+            or None.
 
     Attributes:
         spec: a :class:`~cnnzoo.data.datamodule.DatasetSpec` (class names, channels, the input
@@ -152,8 +156,10 @@ class DetectionData(SplitDataModule):
         channels: int = 3,
         cache: bool | None = None,
         images_dir: str | None = None,
+        batch_augment: MosaicAugment | None = None,
     ) -> None:
         super().__init__()
+        self.batch_augment = batch_augment
         self.data = data
         self.images_dir = images_dir
         self.data_dir = data_dir
@@ -282,7 +288,34 @@ class DetectionData(SplitDataModule):
     # -- batches on the device ----------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         x, targets = batch
-        return normalize_batch(x, self.spec.mean, self.spec.std), move_targets(targets, x.device)
+        targets = move_targets(targets, x.device)
+        trainer = getattr(self, "trainer", None)
+        if self.batch_augment is not None and trainer is not None and trainer.training:
+            x, targets = self.batch_augment(x, targets)
+        return normalize_batch(x, self.spec.mean, self.spec.std), targets
+
+
+def training_box_sizes(data: DetectionData) -> torch.Tensor:
+    """Return the ``(N, 2)`` widths and heights (pixels of the model's input) of every
+    non-empty training box.
+
+    Raises:
+        CnnzooError: if the training split has no boxes.
+    """
+    view = data.splits["train"]
+    sizes = []
+    for index in view.indices:
+        boxes = view.base.target(index)["boxes"]
+        if data.input_size is not None:  # boxes as the model sees them after the resize
+            rec = view.base.records[index]
+            h, w = data.input_size
+            boxes = boxes * torch.tensor([w / rec.width, h / rec.height] * 2)
+        sizes.append(boxes[:, 2:] - boxes[:, :2])
+    wh = torch.cat(sizes) if sizes else torch.zeros(0, 2)
+    wh = wh[(wh > 0).all(1)]
+    if len(wh) == 0:
+        raise CnnzooError(f"detection data {data.data!r} has no boxes in its training split")
+    return wh
 
 
 def move_targets(targets: Sequence[DetTarget], device: torch.device) -> list[DetTarget]:
@@ -318,4 +351,4 @@ def _first_size(view: DetView) -> tuple[int, int]:
     return int(image.shape[-2]), int(image.shape[-1])
 
 
-__all__ = ["DetView", "DetectionData", "move_targets"]
+__all__ = ["DetView", "DetectionData", "move_targets", "training_box_sizes"]

@@ -82,6 +82,8 @@ class TrainConfig:
     recipe: str | None = None
     ema_decay: float = 0.0
     tta: bool = False
+    det_augment: str | None = None
+    autoanchor: bool = True
 
     def resolved(self, defaults: Mapping[str, Any]) -> TrainConfig:
         """Return a copy with the options left unset (None) filled from ``defaults`` (the

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from cnnzoo.data.det_datamodule import DetectionData
+from cnnzoo.data.det_datamodule import DetectionData, training_box_sizes
 from cnnzoo.errors import CnnzooError
 from cnnzoo.files import atomic_write_text
 from cnnzoo.models.detection.anchors import kmeans_anchors, mean_best_iou, uniform_anchors
@@ -31,29 +31,6 @@ class AnchorResult:
         """The ``--model-arg`` that gives these anchors to ``cnnzoo train yolov3``."""
         pairs = ",".join(f"[{w:g},{h:g}]" for w, h in self.anchors)
         return f"anchors=[{pairs}]"
-
-
-def training_box_sizes(data: DetectionData) -> torch.Tensor:
-    """Return the ``(N, 2)`` widths and heights (pixels of the model's input) of every
-    non-empty training box.
-
-    Raises:
-        CnnzooError: if the training split has no boxes.
-    """
-    view = data.splits["train"]
-    sizes = []
-    for index in view.indices:
-        boxes = view.base.target(index)["boxes"]
-        if data.input_size is not None:  # boxes as the model sees them after the resize
-            rec = view.base.records[index]
-            h, w = data.input_size
-            boxes = boxes * torch.tensor([w / rec.width, h / rec.height] * 2)
-        sizes.append(boxes[:, 2:] - boxes[:, :2])
-    wh = torch.cat(sizes) if sizes else torch.zeros(0, 2)
-    wh = wh[(wh > 0).all(1)]
-    if len(wh) == 0:
-        raise CnnzooError(f"detection data {data.data!r} has no boxes in its training split")
-    return wh
 
 
 def fit_anchors(

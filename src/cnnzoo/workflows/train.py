@@ -80,7 +80,8 @@ class EpochTable(Callback):
 
 
 def weight_average(decay: float) -> Callback:
-    """Lightning's EMA of the weights (and BatchNorm statistics), updated every step; validation,
+    """An EMA of the weights (and BatchNorm statistics) on Lightning's weight averaging,
+    updated every step with a decay that ramps up (:class:`cnnzoo.tasks.ema.EMA`); validation,
     test and the saved weights use the average.
 
     Raises:
@@ -88,9 +89,9 @@ def weight_average(decay: float) -> Callback:
     """
     if not 0.0 < decay < 1.0:
         raise CnnzooError(f"--ema-decay {decay} is out of range: expected 0 < decay < 1 (0: off)")
-    from lightning.pytorch.callbacks import EMAWeightAveraging
+    from cnnzoo.tasks.ema import EMA
 
-    return EMAWeightAveraging(decay=decay)
+    return EMA(decay)
 
 
 def _rank() -> int:

@@ -19,6 +19,7 @@ from cnnzoo.families.base import (
     TrainConfig,
     TrainResult,
 )
+from cnnzoo.families.detection.recipe import DETECTION_RECIPES
 from cnnzoo.rundir import RunDir
 
 _COMPOUND = (
@@ -36,7 +37,8 @@ class DetectionFamily(Family):
         "detection": {"batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 5e-4,
                       "aux_weight": 0.0},
     }  # fmt: skip
-    options = frozenset({"backbone", "backbone_weights", "input_size", "images", "snapshots"})
+    options = frozenset({"backbone", "backbone_weights", "input_size", "images", "snapshots",
+                         "det_augment", "autoanchor"})  # fmt: skip
     option_hints = {
         "image_size": "use --input-size H W",
         "weights": "use --backbone-weights for the backbone",
@@ -45,6 +47,7 @@ class DetectionFamily(Family):
     exports = True
     compress_methods = frozenset({"int8"})
     metrics = ("map", "map_50", "map_75")
+    recipes = DETECTION_RECIPES
 
     def export_plan(self, model: torch.nn.Module, spec: dict[str, Any], label: str) -> ExportPlan:
         from cnnzoo.families.base import input_shape

@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from cnnzoo.data.det_datamodule import DetectionData, DetView
+from cnnzoo.data.det_augment import MosaicAugment
+from cnnzoo.data.det_datamodule import DetectionData, DetView, training_box_sizes
 from cnnzoo.data.det_sources import parse_det_data
 from cnnzoo.data.detection import detection_collate
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.families.backbones import backbone_model_args, load_backbone_weights
 from cnnzoo.families.base import Job, TrainConfig, TrainResult
+from cnnzoo.families.detection.recipe import check_det_augment
 from cnnzoo.families.snapshots import ValidationSnapshots
 from cnnzoo.registry import create_model, model_info
 from cnnzoo.tasks.detection import DetectionTask
@@ -79,6 +81,9 @@ def detection_job(cfg: TrainConfig) -> Job:
     """
     if cfg.images is not None and parse_det_data(cfg.data)[0] != "coco":
         raise CnnzooError(f"--images is for coco:ANN.json data; {cfg.data!r} says where its are")
+    det_augment = cfg.det_augment or "flip"
+    check_det_augment(det_augment)
+    strong = det_augment == "mosaic" and cfg.augment
     data = DetectionData(
         cfg.data,
         data_dir=cfg.data_dir,
@@ -90,6 +95,7 @@ def detection_job(cfg: TrainConfig) -> Job:
         seed=cfg.seed,
         num_workers=cfg.num_workers,
         images_dir=cfg.images,
+        batch_augment=MosaicAugment() if strong else None,
     )
     spec = data.spec
     info = model_info(cfg.model)
@@ -100,8 +106,10 @@ def detection_job(cfg: TrainConfig) -> Job:
         )
     model_args = backbone_model_args(cfg, spec.in_channels, spec.num_classes)
     model = create_model(cfg.model, **model_args)
-    report = getattr(data.splits["train"].base, "report", None)
     notes: dict[str, Any] = {}
+    if cfg.autoanchor and hasattr(model, "fit_priors"):
+        model, notes["autoanchor"] = _autoanchor(cfg, data, model, model_args)
+    report = getattr(data.splits["train"].base, "report", None)
     if report is not None and (report.clipped or report.dropped):
         notes["train_boxes"] = str(report)
         logger.warning("training annotations: %s", report)
@@ -132,6 +140,35 @@ def detection_job(cfg: TrainConfig) -> Job:
         monitor="val/map", columns=("loss", "map", "map_50"), callbacks=callbacks, notes=notes,
         train_columns=("loss",),
     )  # fmt: skip
+
+
+def _autoanchor(
+    cfg: TrainConfig, data: DetectionData, model: torch.nn.Module, model_args: dict[str, Any]
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Fit the model's priors to the training boxes (AutoAnchor) unless ``--model-arg``
+    already sets them; rebuild the model when they change (``model_args`` is updated, so the
+    run's ``model.json`` records them).
+
+    Returns:
+        The model to train and the record for the run's config.
+    """
+    fit = model.fit_priors(training_box_sizes(data), tuple(data.spec.image_size))  # type: ignore[operator]
+    given = sorted(set(fit.options) & set(cfg.model_kwargs))
+    if given:
+        logger.info("autoanchor: priors given with --model-arg %s, not fitted", ", ".join(given))
+        record = fit.to_dict()  # the priors given are those measured "before"
+        record.update(fitted=False, kwargs={}, given=given, bpr=record["before_bpr"],
+                      mean_iou=record["before_mean_iou"])  # fmt: skip
+        return model, record
+    if fit.fitted:
+        model_args.update(fit.kwargs)
+        model = create_model(cfg.model, **model_args)
+        logger.info("autoanchor: priors fitted to the training boxes (BPR %.3f -> %.3f, "
+                    "mean IoU %.3f -> %.3f): %s", fit.before_bpr, fit.bpr, fit.before_mean_iou,
+                    fit.mean_iou, fit.kwargs)  # fmt: skip
+    else:
+        logger.info("autoanchor: priors kept (BPR %.3f, mean IoU %.3f)", fit.bpr, fit.mean_iou)
+    return model, fit.to_dict()
 
 
 def write_detection_plots(run: RunDir, cfg: TrainConfig, result: TrainResult, job: Job) -> None:

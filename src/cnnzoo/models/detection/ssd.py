@@ -27,6 +27,12 @@ Departures from the paper: any registered classifier is the backbone (BN network
 normalisation of conv4_3 and no dilated fc6/fc7); the extra layers have BN; every map keeps
 at least 1x1 (a stride-2 3x3 convolution with padding on a 1x1 map gives 1x1), so the model
 takes any input of at least 32 pixels with ResNets.
+
+Modern option (``--recipe modern``): ``box_loss`` ``"giou"``, ``"diou"`` or ``"ciou"``
+replaces smooth L1 on the offsets by an IoU-family loss between the decoded box and its
+matched truth (:mod:`~cnnzoo.models.detection.box_loss`); the offsets and default boxes stay
+the paper's. :meth:`SSD.fit_priors` fits ``min_scale`` / ``max_scale`` to the training boxes
+(AutoAnchor, :mod:`~cnnzoo.models.detection.autoanchor`).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.layers import ConvBnAct
 from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
+from cnnzoo.models.detection.autoanchor import PriorFit, fit_ssd_scales
+from cnnzoo.models.detection.box_loss import check_box_loss, iou_loss
 from cnnzoo.models.detection.coders import SSD_VARIANCES, default_boxes, ssd_decode, ssd_encode
 from cnnzoo.models.detection.ops import box_convert, box_iou
 from cnnzoo.models.detection.postprocess import clip_boxes, postprocess
@@ -176,6 +184,8 @@ class SSD(nn.Module):
         neg_pos_ratio: hard negatives per positive.
         min_scale, max_scale: ``s_min`` and ``s_max`` of the default boxes.
         match_threshold: IoU above which a default box is matched.
+        box_loss: ``"smooth_l1"`` (the paper's, on the offsets) or ``"giou"``, ``"diou"``,
+            ``"ciou"`` on the decoded boxes.
         **backbone_kwargs: options of the backbone builder.
 
     ``forward`` returns ``{"deltas": (N, P, 4), "logits": (N, P, C + 1),
@@ -197,11 +207,13 @@ class SSD(nn.Module):
         min_scale: float = 0.2,
         max_scale: float = 0.9,
         match_threshold: float = 0.5,
+        box_loss: str = "smooth_l1",
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise CnnzooError(f"num_classes must be >= 1, got {num_classes}")
+        self.box_loss = check_box_loss(box_loss, "smooth_l1")
         if neg_pos_ratio < 0:
             raise CnnzooError(f"neg_pos_ratio must be >= 0, got {neg_pos_ratio}")
         self.num_classes = num_classes
@@ -310,11 +322,24 @@ class SSD(nn.Module):
         ).view_as(classes)
         negative = hard_negative_mask(ce, positive, self.neg_pos_ratio)
         loss_cls = ce[positive | negative].sum() / num_pos
-        loss_box = (
-            F.smooth_l1_loss(deltas.float()[positive], offsets[positive], reduction="sum") / num_pos
-        )
+        if self.box_loss == "smooth_l1":
+            loss_box = (
+                F.smooth_l1_loss(deltas.float()[positive], offsets[positive], reduction="sum")
+                / num_pos
+            )
+        else:  # the matched truth is the decoded target offset of its default box
+            pos_priors = priors.float().expand(deltas.shape[0], -1, -1)[positive]
+            pred = ssd_decode(deltas.float()[positive], pos_priors)
+            truth = ssd_decode(offsets[positive], pos_priors)
+            loss_box = iou_loss(self.box_loss, pred, truth) / num_pos
         loss = self.cls_weight * loss_cls + self.box_weight * loss_box
         return {"loss": loss, "loss_box": loss_box, "loss_cls": loss_cls}
+
+    def fit_priors(self, wh: Tensor, image_size: tuple[int, int]) -> PriorFit:
+        """AutoAnchor: :func:`~cnnzoo.models.detection.autoanchor.fit_ssd_scales` of the
+        training boxes' sizes ``wh (N, 2)`` for inputs of ``image_size``; the fit's
+        ``kwargs`` are ``{"min_scale", "max_scale"}`` when the default boxes change."""
+        return fit_ssd_scales(wh, list(self.scales), self.aspect_ratios, tuple(image_size))
 
     @torch.no_grad()
     def decode(
@@ -377,6 +402,7 @@ def ssd(
     min_scale: float = 0.2,
     max_scale: float = 0.9,
     match_threshold: float = 0.5,
+    box_loss: str = "smooth_l1",
     **backbone_kwargs: Any,
 ) -> SSD:
     """SSD: two backbone maps + extra stride-2 layers (4 maps of 6, 3, 2, 1 for a 96x96
@@ -393,5 +419,6 @@ def ssd(
         min_scale,
         max_scale,
         match_threshold,
+        box_loss,
         **backbone_kwargs,
     )

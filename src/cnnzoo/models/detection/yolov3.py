@@ -24,6 +24,14 @@ Departures: the sum replaces concatenation in the top-down path; the objectness 
 at ``log(0.01 / 0.99)`` (a prior of 1%, as in RetinaNet) so the many negatives do not
 dominate the first steps; Darknet's ``(2 - w h)`` box-size scaling is not used.
 
+Modern options (``--recipe modern``; the defaults are the paper's): ``box_loss`` ``"giou"``,
+``"diou"`` or ``"ciou"`` replaces the squared errors by an IoU-family loss on the decoded
+boxes (:mod:`~cnnzoo.models.detection.box_loss`); ``assigner="multi"`` makes a truth
+positive for every anchor whose shape IoU exceeds ``assign_iou`` (its best one always) at its
+centre's cell *and* at the horizontal and vertical neighbour cells nearest the centre, as
+YOLOv5 does — more positives per truth. With ``sigmoid(t) + c`` a neighbour cell reaches the
+centre only up to its border; the IoU loss pulls it as close as it can.
+
 Decoding scores a (box, class) pair by ``sigmoid(objectness) x sigmoid(class logit)``, then
 :func:`~cnnzoo.models.detection.postprocess.score_candidates` (threshold, class-aware NMS,
 top-k) on the boxes clipped to the image.
@@ -45,6 +53,8 @@ from cnnzoo.layers.conv import DarknetAct
 from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.detection.anchors import anchor_iou
+from cnnzoo.models.detection.autoanchor import PriorFit, fit_yolo_anchors
+from cnnzoo.models.detection.box_loss import check_box_loss, iou_loss
 from cnnzoo.models.detection.coders import yolo_decode, yolo_encode
 from cnnzoo.models.detection.ops import box_iou
 from cnnzoo.models.detection.postprocess import score_candidates, valid_boxes
@@ -69,6 +79,9 @@ items are 20-48 px: a square, a tall and a wide shape at three sizes (about 20-2
 :func:`~cnnzoo.models.detection.anchors.kmeans_anchors` with ``k=9`` on a training set's
 box sizes for anchors fitted to it."""
 
+ASSIGNERS = ("best", "multi")
+"""``best``: the paper's one anchor at one cell per truth; ``multi``: YOLOv5's several."""
+
 MAX_LOG_SCALE = 10.0
 """``t_w, t_h`` are clamped to ``[-10, 10]`` before decoding so ``exp`` cannot overflow."""
 
@@ -89,6 +102,11 @@ class YOLOv3(nn.Module):
         box_weight: weight beta of the box term (1: the paper's plain sum of squares).
         ignore_thresh: negatives whose decoded box overlaps a truth with a higher IoU get no
             objectness loss (0.5 in the paper).
+        box_loss: ``"mse"`` (the paper's squared errors) or an IoU-family loss on the decoded
+            boxes: ``"giou"``, ``"diou"``, ``"ciou"``.
+        assigner: ``"best"`` (the paper: one anchor, one cell per truth) or ``"multi"``
+            (every anchor of shape IoU above ``assign_iou``, centre cell and two neighbours).
+        assign_iou: the shape IoU above which ``"multi"`` makes an anchor positive.
         **backbone_kwargs: options of the backbone builder.
 
     Attributes:
@@ -99,7 +117,8 @@ class YOLOv3(nn.Module):
     ``(N, 3, H_k, W_k, 5 + C)``: ``t_x, t_y, t_w, t_h``, objectness logit, class logits.
 
     Raises:
-        CnnzooError: for a backbone without the three strides or bad anchors.
+        CnnzooError: for a backbone without the three strides, bad anchors, an unknown
+            ``box_loss`` or ``assigner``.
     """
 
     anchors: Tensor
@@ -115,11 +134,19 @@ class YOLOv3(nn.Module):
         cls_weight: float = 1.0,
         box_weight: float = 1.0,
         ignore_thresh: float = 0.5,
+        box_loss: str = "mse",
+        assigner: str = "best",
+        assign_iou: float = 0.5,
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise CnnzooError(f"num_classes must be >= 1, got {num_classes}")
+        if assigner not in ASSIGNERS:
+            raise CnnzooError(f"assigner={assigner!r} is unknown; expected one of {ASSIGNERS}")
+        self.box_loss = check_box_loss(box_loss, "mse")
+        self.assigner = assigner
+        self.assign_iou = float(assign_iou)
         wh = torch.as_tensor(
             DEFAULT_ANCHORS if anchors is None else anchors, dtype=torch.float32, device="cpu"
         )  # validated on the CPU, also when the model is built on the meta device
@@ -193,7 +220,13 @@ class YOLOv3(nn.Module):
         grid_sizes: Sequence[tuple[int, int]],
         device: torch.device | None = None,
     ) -> list[dict[str, Tensor]]:
-        """Assign every truth to its best-shape anchor over all scales, at its centre's cell.
+        """Assign every truth to anchors and cells (:attr:`assigner`).
+
+        ``"best"``: its best-shape anchor over all scales, at its centre's cell. ``"multi"``:
+        also every other anchor whose shape IoU exceeds :attr:`assign_iou`, and for each
+        chosen anchor also the horizontal and the vertical neighbour cell on the side of the
+        centre (left if the centre lies in the left half of its cell, ...), when inside the
+        grid.
 
         Args:
             targets: one ``{"boxes", "labels"}`` per image.
@@ -202,39 +235,65 @@ class YOLOv3(nn.Module):
 
         Returns:
             Per scale ``{"pos": bool (N, 3, H, W), "box": (N, 3, H, W, 4)`` YOLOv3 targets
-            ``(sigmoid(t_x), sigmoid(t_y), t_w, t_h)`` from :func:`yolo_encode`,
+            ``(sigmoid(t_x), sigmoid(t_y), t_w, t_h)`` from :func:`yolo_encode` (offsets
+            clamped into the cell), ``"xyxy": (N, 3, H, W, 4)`` the truth box,
             ``"cls": (N, 3, H, W, C)`` one-hot}. The cell is ``floor(centre / stride)``,
-            clamped to the grid. When two truths claim the same anchor of the same cell, the
-            larger one is kept.
+            clamped to the grid. When two truths claim the same anchor of the same cell, a
+            truth's best anchor at its centre cell wins over the extra ``"multi"`` positives,
+            and then the larger truth is kept.
         """
         n, a, c = len(targets), self.num_anchors, self.num_classes
         anchors = self.anchors if device is None else self.anchors.to(device)
+        dev = anchors.device
         out = [
             {
-                "pos": torch.zeros(n, a, h, w, dtype=torch.bool, device=anchors.device),
-                "box": torch.zeros(n, a, h, w, 4, device=anchors.device),
-                "cls": torch.zeros(n, a, h, w, c, device=anchors.device),
+                "pos": torch.zeros(n, a, h, w, dtype=torch.bool, device=dev),
+                "box": torch.zeros(n, a, h, w, 4, device=dev),
+                "xyxy": torch.zeros(n, a, h, w, 4, device=dev),
+                "cls": torch.zeros(n, a, h, w, c, device=dev),
             }
             for h, w in grid_sizes
         ]
         for i, target in enumerate(targets):
-            boxes, labels = valid_boxes(target, anchors.device)
+            boxes, labels = valid_boxes(target, dev)
             if not len(boxes):
                 continue
             wh = boxes[:, 2:] - boxes[:, :2]
             centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-            best = anchor_iou(wh, anchors).argmax(1)
-            for j in (wh[:, 0] * wh[:, 1]).argsort(stable=True).tolist():  # largest last
-                k, slot = divmod(int(best[j]), a)
-                h, w = grid_sizes[k]
-                stride = self.strides[k]
-                col = min(max(int(centre[j, 0] // stride), 0), w - 1)
-                row = min(max(int(centre[j, 1] // stride), 0), h - 1)
-                cell = torch.tensor([col, row], device=anchors.device, dtype=boxes.dtype)
+            shape_iou = anchor_iou(wh, anchors)
+            best = shape_iou.argmax(1)
+            area = (wh[:, 0] * wh[:, 1]).tolist()
+            # (extra?, area, truth, anchor, row, col)
+            claims: list[tuple[int, float, int, int, int, int]] = []
+            for j in range(len(boxes)):
+                chosen = [int(best[j])]
+                if self.assigner == "multi":
+                    extra = (shape_iou[j] > self.assign_iou).nonzero().flatten().tolist()
+                    chosen += [q for q in extra if q != chosen[0]]
+                for q in chosen:
+                    k = q // a
+                    h, w = grid_sizes[k]
+                    g = centre[j] / self.strides[k]
+                    col = min(max(int(g[0]), 0), w - 1)
+                    row = min(max(int(g[1]), 0), h - 1)
+                    claims.append((int(q != chosen[0]), area[j], j, q, row, col))
+                    if self.assigner == "multi":
+                        dx = -1 if float(g[0]) - col < 0.5 else 1
+                        dy = -1 if float(g[1]) - row < 0.5 else 1
+                        if 0 <= col + dx < w:
+                            claims.append((1, area[j], j, q, row, col + dx))
+                        if 0 <= row + dy < h:
+                            claims.append((1, area[j], j, q, row + dy, col))
+            # Written in order, so the last claim of a slot wins: extra positives first, then
+            # each truth's own best; smaller truths before larger ones.
+            for _, _, j, q, row, col in sorted(claims, key=lambda t: (-t[0], t[1])):
+                k, slot = divmod(q, a)
+                cell = torch.tensor([col, row], device=dev, dtype=boxes.dtype)
                 out[k]["pos"][i, slot, row, col] = True
                 out[k]["box"][i, slot, row, col] = yolo_encode(
-                    boxes[j], cell, anchors[int(best[j])], stride
+                    boxes[j], cell, anchors[q], self.strides[k]
                 )
+                out[k]["xyxy"][i, slot, row, col] = boxes[j]
                 out[k]["cls"][i, slot, row, col] = 0.0
                 out[k]["cls"][i, slot, row, col, int(labels[j])] = 1.0
         return out
@@ -245,8 +304,8 @@ class YOLOv3(nn.Module):
         targets: Sequence[dict[str, Tensor]],
         image_size: tuple[int, int],
     ) -> dict[str, Tensor]:
-        """Return the YOLOv3 loss (box MSE, objectness BCE with ignoring, class BCE), summed
-        and divided by the batch size.
+        """Return the YOLOv3 loss (box MSE or :attr:`box_loss`, objectness BCE with ignoring,
+        class BCE), summed and divided by the batch size.
 
         Returns:
             ``{"loss", "loss_box", "loss_obj", "loss_cls"}``; the components are already
@@ -280,10 +339,14 @@ class YOLOv3(nn.Module):
                 obj[neg], torch.zeros_like(obj[neg]), reduction="sum"
             )
             p, t = o[pos], asg["box"][pos]
-            loss_box = loss_box + (
-                (p[:, :2].sigmoid() - t[:, :2]).square().sum()
-                + (p[:, 2:4] - t[:, 2:4]).square().sum()
-            )
+            if self.box_loss == "mse":
+                loss_box = loss_box + (
+                    (p[:, :2].sigmoid() - t[:, :2]).square().sum()
+                    + (p[:, 2:4] - t[:, 2:4]).square().sum()
+                )
+            else:
+                decoded = self.decode_boxes(o.float(), k)[pos]
+                loss_box = loss_box + iou_loss(self.box_loss, decoded, asg["xyxy"][pos])
             loss_cls = loss_cls + F.binary_cross_entropy_with_logits(
                 p[:, 5:], asg["cls"][pos], reduction="sum"
             )
@@ -296,6 +359,12 @@ class YOLOv3(nn.Module):
             "loss_obj": loss_obj,
             "loss_cls": loss_cls,
         }
+
+    def fit_priors(self, wh: Tensor, image_size: tuple[int, int]) -> PriorFit:
+        """AutoAnchor: :func:`~cnnzoo.models.detection.autoanchor.fit_yolo_anchors` of the
+        training boxes' sizes ``wh (N, 2)`` (pixels of the input) against this model's
+        anchors; the fit's ``kwargs`` are ``{"anchors": ...}`` when they change."""
+        return fit_yolo_anchors(wh, self.anchors.cpu())
 
     @torch.no_grad()
     def decode(
@@ -350,6 +419,9 @@ def yolov3(
     anchors: Sequence[Sequence[float]] | None = None,
     ignore_thresh: float = 0.5,
     neck_channels: int = 128,
+    box_loss: str = "mse",
+    assigner: str = "best",
+    assign_iou: float = 0.5,
     **backbone_kwargs: Any,
 ) -> YOLOv3:
     """YOLOv3: three scales with top-down fusion, three anchors each (default
@@ -363,5 +435,8 @@ def yolov3(
         cls_weight=cls_weight,
         box_weight=box_weight,
         ignore_thresh=ignore_thresh,
+        box_loss=box_loss,
+        assigner=assigner,
+        assign_iou=assign_iou,
         **backbone_kwargs,
     )
