@@ -124,13 +124,14 @@ def test_fast_recipe_model_options_go_only_to_models_that_take_them():
     family = family_for("classification")
     convnet = family.apply_recipe(TrainConfig(model="convnet", recipe="fast"))
     resnet = family.apply_recipe(TrainConfig(model="resnet20", recipe="fast"))
-    assert convnet.model_kwargs == {"head_norm": True}
+    assert convnet.model_kwargs == {"head_norm": True, "init": "pytorch"}
     assert resnet.model_kwargs == {} and resnet.tta and resnet.precision == "bf16-mixed"
 
 
 def test_a_model_option_the_user_set_wins_over_the_recipe():
     cfg = TrainConfig(model="convnet", recipe="fast", model_kwargs={"head_norm": False})
-    assert family_for("classification").apply_recipe(cfg).model_kwargs == {"head_norm": False}
+    kwargs = family_for("classification").apply_recipe(cfg).model_kwargs
+    assert kwargs == {"head_norm": False, "init": "pytorch"}
 
 
 def test_convnet_head_norm_adds_batchnorm_to_the_hidden_layer():
@@ -145,3 +146,20 @@ def test_convnet_head_norm_adds_batchnorm_to_the_hidden_layer():
     hidden = normed.fc1[:3](features)
     # in training mode the normalised hidden units have zero mean over the batch
     assert float(hidden.detach().mean(0).abs().max()) < 1e-4
+
+
+def test_convnet_pytorch_init_keeps_the_layers_default_scale():
+    from cnnzoo.registry import create_model
+
+    torch.manual_seed(0)
+    kaiming = create_model("convnet")
+    torch.manual_seed(0)
+    default = create_model("convnet", init="pytorch")
+    conv_k, conv_d = kaiming.stages[1][1].conv, default.stages[1][1].conv  # 64 -> 64, 3x3
+    fan_in, fan_out = 64 * 9, 64 * 9
+    # PyTorch's default: uniform in +-1/sqrt(fan_in), std 1/sqrt(3 fan_in)
+    assert float(conv_d.weight.std()) == pytest.approx((3 * fan_in) ** -0.5, rel=0.05)
+    # torchvision's Kaiming normal, fan-out: std sqrt(2 / fan_out)
+    assert float(conv_k.weight.std()) == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
+    with pytest.raises(CnnzooError, match="convnet init 'xavier'"):
+        create_model("convnet", init="xavier")

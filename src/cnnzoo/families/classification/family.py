@@ -27,7 +27,7 @@ from cnnzoo.rundir import RunDir
 FAST_RECIPE = {
     "batch_size": 256, "optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4,
     "scheduler": "onecycle", "label_smoothing": 0.1, "precision": "bf16-mixed",
-    "channels_last": True, "tta": True, "model_kwargs": {"head_norm": True},
+    "channels_last": True, "tta": True, "model_kwargs": {"head_norm": True, "init": "pytorch"},
 }  # fmt: skip
 """``--recipe fast``: the demo's optimiser and schedule, bf16 autocast with channels-last
 activations, flip test-time augmentation, and BatchNorm in the hidden layer of the models
