@@ -129,6 +129,9 @@ def train(
     ema_decay: Annotated[
         float, typer.Option(help="EMA of the weights per step (e.g. 0.99); 0: off")
     ] = 0.0,
+    crop_padding: Annotated[
+        int | None, typer.Option(help="classification: random-crop padding (default side/8)")
+    ] = None,
     tta: Annotated[
         bool, typer.Option(help="classification: test on the mean of each image and its mirror")
     ] = False,

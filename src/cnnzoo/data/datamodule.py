@@ -131,6 +131,8 @@ class ClassificationData(SplitDataModule):
         batch_size: global batch size (split across DDP processes).
         val_fraction: share of the training set held out for validation (0: no validation).
         augment: random crop (zero padding) + horizontal flip on training batches.
+        crop_padding: pixels of zero padding of the random crop (default: an eighth of the
+            image side, at least 1; 3 for 28x28).
         resize_to: resize every batch to this square size (models with a minimum input size).
         image_size: image-folder images are resized to this size when loaded (default 224).
         channels: image-folder channel count (default: 3).
@@ -162,8 +164,11 @@ class ClassificationData(SplitDataModule):
         download: bool = True,
         classes: list[int] | None = None,
         per_class: int | None = None,
+        crop_padding: int | None = None,
     ) -> None:
         super().__init__()
+        if crop_padding is not None and crop_padding < 0:
+            raise CnnzooError(f"--crop-padding {crop_padding} is negative: expected 0 or more")
         self.classes = classes
         self.per_class = per_class
         self.data = data
@@ -178,7 +183,8 @@ class ClassificationData(SplitDataModule):
         self.splits: dict[str, Dataset] = {}
         self.eval_split = "test"  # the split test_dataloader serves (`cnnzoo eval --split`)
         self.spec = self._load(image_size, channels)
-        pad = max(1, self.spec.image_size[0] // 8) if augment else 0
+        pad = max(1, self.spec.image_size[0] // 8) if crop_padding is None else crop_padding
+        pad = pad if augment else 0
         self.augment = BatchAugment(crop_padding=pad, hflip=True) if augment else None
 
     # -- sources -----------------------------------------------------------------------

@@ -82,6 +82,7 @@ class TrainConfig:
     recipe: str | None = None
     ema_decay: float = 0.0
     tta: bool = False
+    crop_padding: int | None = None
     det_augment: str | None = None
     autoanchor: bool = True
 

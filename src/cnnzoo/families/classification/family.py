@@ -27,7 +27,8 @@ from cnnzoo.rundir import RunDir
 FAST_RECIPE = {
     "batch_size": 256, "optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4,
     "scheduler": "onecycle", "label_smoothing": 0.1, "precision": "bf16-mixed",
-    "channels_last": True, "tta": True, "model_kwargs": {"head_norm": True, "init": "pytorch"},
+    "channels_last": True, "tta": True, "crop_padding": 2,
+    "model_kwargs": {"head_norm": True, "init": "pytorch"},
 }  # fmt: skip
 """``--recipe fast``: the demo's optimiser and schedule, bf16 autocast with channels-last
 activations, flip test-time augmentation, and BatchNorm in the hidden layer of the models
@@ -46,7 +47,7 @@ class ClassificationFamily(Family):
     }  # fmt: skip
     options = frozenset({"loss", "label_smoothing", "aux_weight", "image_size", "classes",
                          "per_class", "weights", "strategy", "unfreeze", "backbone_lr_scale",
-                         "unfreeze_every", "tta"})  # fmt: skip
+                         "unfreeze_every", "tta", "crop_padding"})  # fmt: skip
     option_hints = {
         "backbone": "a classifier is its own backbone; start from a run or weight set with "
         "--weights",

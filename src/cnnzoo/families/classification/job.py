@@ -31,6 +31,7 @@ def classification_job(cfg: TrainConfig) -> Job:
         num_workers=cfg.num_workers,
         classes=cfg.classes,
         per_class=cfg.per_class,
+        crop_padding=cfg.crop_padding,
     )
     spec = data.spec
     model_args, resize_to = fit_model_to_data(
