@@ -31,9 +31,9 @@ FAST_RECIPE = {
     "model_kwargs": {"head_norm": True, "init": "pytorch"},
 }  # fmt: skip
 """``--recipe fast``: the demo's optimiser and schedule, bf16 autocast with channels-last
-activations, flip test-time augmentation, and BatchNorm in the hidden layer of the models
-that have one (``convnet``). Each ingredient's effect: ``benchmarks/fast_recipe.py`` and
-docs/benchmarks.md."""
+activations, random crops with 2 px padding, flip test-time augmentation, and for the models
+that take them (``convnet``) BatchNorm in the hidden layer and PyTorch's default init. Each
+ingredient's effect: ``benchmarks/fast_recipe.py`` and docs/benchmarks.md."""
 
 
 class ClassificationFamily(Family):

@@ -57,10 +57,10 @@ class ConvNet(ImageClassifier):
     As in VGG, an adaptive average pool fixes the map size fed to the first linear layer.
     ``head_norm`` adds BatchNorm to the hidden layer; ``init="pytorch"`` keeps PyTorch's
     default initialisation (uniform, scaled by fan-in) instead of torchvision's Kaiming normal
-    (scaled by fan-out). Both are ``--recipe fast``'s choices: on Fashion-MNIST each is worth
-    about +0.7 point of accuracy in the same epochs. Behind BatchNorm a convolution's weight
-    scale sets its effective learning rate (lr / |w|^2), and fan-out Kaiming starts the
-    convolutions 2.4x larger, i.e. ~6x slower (docs/benchmarks.md).
+    (scaled by fan-out). Both are ``--recipe fast``'s choices: on Fashion-MNIST each was worth
+    about half a point of accuracy in the same epochs (docs/benchmarks.md). Behind BatchNorm a
+    convolution's weight scale sets its effective learning rate (lr / |w|^2), and fan-out
+    Kaiming starts these convolutions 2.4x larger, i.e. ~6x slower.
     """
 
     classifier_name = "fc"
