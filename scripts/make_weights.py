@@ -262,7 +262,7 @@ def measure_onnx(name: str) -> dict[str, float]:
     from cnnzoo.workflows.bench import bench_run
 
     rows = bench_run(name, threads=1, repeats=1, onnx=False)
-    return {"test/accuracy": round(rows[0].accuracy, 6)}
+    return {"test/accuracy": round(rows[0].score, 6)}
 
 
 def _write_row(entry: Any, measured: dict[str, float], notes: str) -> None:
