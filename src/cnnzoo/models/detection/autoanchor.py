@@ -116,6 +116,21 @@ def _kept(options: tuple[str, ...], wh: Tensor, bpr: float, miou: float, note: s
     return PriorFit(options, {}, bpr, miou, bpr, miou, len(wh), [note])
 
 
+def _kept_unless_refit(
+    options: tuple[str, ...], wh: Tensor, current: Tensor, k: int, what: str
+) -> tuple[PriorFit | None, float, float]:
+    """Return ``(kept, bpr, mean_iou)`` of the ``current`` priors: ``kept`` is the
+    :class:`PriorFit` that keeps them when they fit the boxes or when there are fewer than
+    ``k`` distinct box sizes to cluster, else None (k-means should try)."""
+    fits, bpr, miou = priors_fit(wh, current)
+    if fits:
+        return _kept(options, wh, bpr, miou, f"the {what} fit the boxes"), bpr, miou
+    if len(torch.unique(wh, dim=0)) < k:
+        note = f"fewer than {k} distinct box sizes: {what} kept"
+        return _kept(options, wh, bpr, miou, note), bpr, miou
+    return None, bpr, miou
+
+
 def fit_yolo_anchors(wh: Tensor, current: Tensor, seed: int = 0) -> PriorFit:
     """AutoAnchor for YOLO: keep ``current (K, 2)`` anchors when they fit the boxes
     ``wh (N, 2)``, else k-means ``K`` anchors, taken when their mean IoU is higher.
@@ -127,14 +142,10 @@ def fit_yolo_anchors(wh: Tensor, current: Tensor, seed: int = 0) -> PriorFit:
     Raises:
         CnnzooError: for bad sizes.
     """
-    fits, bpr, miou = priors_fit(wh, current)
-    if fits:
-        return _kept(YOLO_OPTIONS, wh, bpr, miou, "the anchors fit the boxes")
     k = len(current)
-    if len(torch.unique(wh, dim=0)) < k:
-        return _kept(
-            YOLO_OPTIONS, wh, bpr, miou, f"fewer than {k} distinct box sizes: anchors kept"
-        )
+    kept, bpr, miou = _kept_unless_refit(YOLO_OPTIONS, wh, current, k, "anchors")
+    if kept is not None:
+        return kept
     fitted, _ = kmeans_anchors(wh, k, seed=seed)
     pairs = [[max(0.1, round(w, 1)), max(0.1, round(h, 1))] for w, h in fitted.double().tolist()]
     anchors = torch.tensor(pairs, dtype=torch.float64)
@@ -180,14 +191,10 @@ def fit_ssd_scales(
         CnnzooError: for bad sizes.
     """
     current = ssd_prior_shapes(scales, aspect_ratios, image_size)
-    fits, bpr, miou = priors_fit(wh, current)
-    if fits:
-        return _kept(SSD_OPTIONS, wh, bpr, miou, "the default boxes fit the boxes")
     m = len(aspect_ratios)
-    if len(torch.unique(wh, dim=0)) < m:
-        return _kept(
-            SSD_OPTIONS, wh, bpr, miou, f"fewer than {m} distinct box sizes: default boxes kept"
-        )
+    kept, bpr, miou = _kept_unless_refit(SSD_OPTIONS, wh, current, m, "default boxes")
+    if kept is not None:
+        return kept
     sizes, _ = kmeans_anchors(wh, m, seed=seed)
     side = math.sqrt(image_size[0] * image_size[1])
     s = (sizes[:, 0] * sizes[:, 1]).sqrt() / side
