@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from timing import SPEED_BATCH, onnx_images_per_second, torch_images_per_second
+from timing import SPEED_BATCH, onnx_speed, torch_images_per_second
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -162,15 +162,12 @@ def evaluate(job: dict[str, Any], out: Path) -> None:
         "images_per_s": round(torch_images_per_second(model, x, job["speed_repeats"]), 1),
     }
     onnx = out / "model.onnx"
-    try:
+
+    def export() -> Path:
         torch.onnx.export(model, (x,), str(onnx), input_names=["images"], dynamo=True)
-        speed["onnx_images_per_s"] = round(
-            onnx_images_per_second(str(onnx), x.numpy(), job["speed_threads"],
-                                   job["speed_repeats"]), 1,
-        )  # fmt: skip
-    except Exception as error:  # the export is optional: say why it is missing
-        speed["onnx_images_per_s"] = None
-        speed["onnx_error"] = f"{type(error).__name__}: {error}"[:300]
+        return onnx
+
+    speed.update(onnx_speed(export, x.numpy(), job["speed_threads"], job["speed_repeats"]))
     (out / "peer_speed.json").write_text(json.dumps(speed, indent=1) + "\n")
 
 

@@ -64,3 +64,20 @@ def onnx_images_per_second(path: str, batch: Any, threads: int, repeats: int = 5
     feed = {name: np.ascontiguousarray(batch, dtype=np.float32)}
     seconds = median_seconds(lambda: session.run(None, feed), repeats)
     return len(batch) / seconds
+
+
+def onnx_speed(
+    export: Callable[[], Any], batch: Any, threads: int, repeats: int = 5
+) -> dict[str, Any]:
+    """Export with ``export()`` (returns the ONNX file's path) and time the file in ONNX
+    Runtime on ``batch``; the export is optional, so a failure is recorded, not raised.
+
+    Returns:
+        ``{"onnx_images_per_s": ...}``, with ``None`` and ``"onnx_error"`` when it failed.
+    """
+    try:
+        path = export()
+        speed = onnx_images_per_second(str(path), batch, threads, repeats)
+        return {"onnx_images_per_s": round(speed, 1)}
+    except Exception as error:  # say why the ONNX figure is missing
+        return {"onnx_images_per_s": None, "onnx_error": f"{type(error).__name__}: {error}"[:300]}

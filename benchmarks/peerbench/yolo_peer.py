@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from timing import SPEED_BATCH, onnx_images_per_second, torch_images_per_second
+from timing import SPEED_BATCH, onnx_speed, torch_images_per_second
 
 ULTRALYTICS_EVAL = {"conf": 0.001, "iou": 0.7, "max_det": 100}
 """ultralytics' own validation settings (``model.val``): its mAP protocol, here too."""
@@ -123,18 +123,14 @@ def evaluate(job: dict[str, Any], out: Path) -> None:
         "params": sum(p.numel() for p in net.parameters()),
         "images_per_s": round(torch_images_per_second(net, x, job["speed_repeats"]), 1),
     }
-    try:
-        onnx = YOLO(trained["weights"]).export(
+
+    def export() -> str:
+        return YOLO(trained["weights"]).export(
             format="onnx", imgsz=size, batch=SPEED_BATCH, simplify=False, dynamic=False,
             device="cpu", verbose=False,
         )  # fmt: skip
-        speed["onnx_images_per_s"] = round(
-            onnx_images_per_second(str(onnx), x.numpy(), job["speed_threads"],
-                                   job["speed_repeats"]), 1,
-        )  # fmt: skip
-    except Exception as error:  # the export is optional: say why it is missing
-        speed["onnx_images_per_s"] = None
-        speed["onnx_error"] = f"{type(error).__name__}: {error}"[:300]
+
+    speed.update(onnx_speed(export, x.numpy(), job["speed_threads"], job["speed_repeats"]))
     (out / "peer_speed.json").write_text(json.dumps(speed, indent=1) + "\n")
 
 
