@@ -163,3 +163,11 @@ def test_convnet_pytorch_init_keeps_the_layers_default_scale():
     assert float(conv_k.weight.detach().std()) == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
     with pytest.raises(CnnzooError, match="convnet init 'xavier'"):
         create_model("convnet", init="xavier")
+
+
+def test_negative_crop_padding_is_one_line_and_leaves_no_run(tiny_cfg, tmp_path):
+    from cnnzoo.workflows.train import train
+
+    with pytest.raises(CnnzooError, match="--crop-padding -1 is negative") as err:
+        train(tiny_cfg(out=str(tmp_path / "bad"), crop_padding=-1))
+    assert "\n" not in str(err.value) and not (tmp_path / "bad").exists()
