@@ -192,3 +192,34 @@ def test_a_few_training_steps_lower_the_loss(name: str) -> None:
     with torch.no_grad():
         final = loss_fn(model(x), target).item()
     assert final < losses[0]
+
+
+def test_unet_on_a_classifier_mirrors_its_stages() -> None:
+    model = tiny("unet", backbone="convnet", widths=(8, 16, 32, 64), width=None).eval()
+    assert model.stride == 16
+    # Each level ends with the channels of the map it concatenates: the classifier's stages
+    # (32, 16, 8), then the stride-1 stem (half the first stage, at least 8).
+    assert [up.conv[0].conv.out_channels for up in model.up] == [32, 16, 8, 8]
+    assert [up.conv[0].conv.in_channels for up in model.up] == [64, 32, 16, 16]
+    assert not any(name.startswith("backbone.model.fc") for name in model.state_dict())
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 17, 33)).shape == (2, NUM_CLASSES, 17, 33)
+    stages = [(s.module, s.reduction) for s in model.feature_info]
+    assert stages[0] == ("stem", 1) and stages[-1] == ("backbone.model.stages.3", 16)
+
+
+def test_unet_levels_without_a_skip_upsample_alone() -> None:
+    # AlexNet's first map is at stride 8: the levels at strides 4 and 2 have nothing to
+    # concatenate, and its unpadded pools give maps that are not exact halvings.
+    model = tiny("unet", backbone="alexnet", width=None).eval()
+    convs = [up.conv[0].conv for up in model.up]
+    assert [c.in_channels == c.out_channels for c in convs] == [False, False, True, True, False]
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 67, 72)).shape == (1, NUM_CLASSES, 67, 72)
+
+
+def test_unet_backbone_options_need_the_right_encoder() -> None:
+    with pytest.raises(cnnzoo.CnnzooError, match="backbone options: pass a backbone"):
+        cnnzoo.create_model("unet", widths=(8, 16))
+    with pytest.raises(cnnzoo.CnnzooError, match="the depth is the backbone's"):
+        cnnzoo.create_model("unet", backbone="convnet", depth=3)

@@ -165,9 +165,37 @@ def test_encoder_starts_from_a_classification_run(scenes: Path, tmp_path: Path, 
 
 
 @pytest.mark.parametrize(
+    ("model", "kwargs", "key"),
+    [
+        ("unet", {"width": 4}, "backbone.model.stages.1.0.conv.weight"),
+        ("segnet", {"widths": [8, 16], "depths": [2, 2]}, "encoder.1.convs.0.conv.weight"),
+    ],
+)
+def test_unet_and_segnet_encoders_start_from_a_convnet_run(
+    scenes: Path, tmp_path: Path, tiny_cfg, model: str, kwargs: dict, key: str
+) -> None:
+    from safetensors.torch import load_file
+
+    cls = train(tiny_cfg(out=str(tmp_path / "cls"), val_fraction=0.0))
+    cfg = _cfg(
+        scenes, tmp_path / model, model=model, backbone_weights=str(cls.run_dir),
+        model_kwargs=kwargs, epochs=1, lr=0.0, snapshots=0,
+    )  # fmt: skip
+    result = train(cfg)
+    source = load_file(str(cls.run_dir / "model.safetensors"))
+    target = load_file(str(result.run_dir / "model.safetensors"))
+    # lr 0: the encoder's second stage holds the classifier's first convolution of it.
+    torch.testing.assert_close(target[key], source["stages.1.0.conv.weight"])
+    # ... and the run rebuilds the same model from its own files.
+    loaded, _ = RunDir.open(result.run_dir).load_model()
+    torch.testing.assert_close(loaded.state_dict()[key], source["stages.1.0.conv.weight"])
+
+
+@pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"backbone": "resnet18"}, "unet has no backbone option"),
+        ({"model": "fullres_fcn", "model_kwargs": {}, "backbone": "resnet18"},
+         "fullres_fcn has no backbone option"),
         ({"classes": [0, 1]}, "--classes is a classification option"),
         ({"image_size": 64}, r"use --input-size H W"),
         ({"class_weights": [1.0, 2.0]}, "--class-weights has 2 values for 11 classes"),

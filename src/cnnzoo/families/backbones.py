@@ -80,8 +80,8 @@ def backbone_model_args(cfg: TrainConfig, in_channels: int, num_classes: int) ->
         elif info.family != "segnet":
             raise CnnzooError(
                 f"{cfg.model} has no pre-trainable encoder: --backbone-weights applies to "
-                "models with a backbone (fcn*, pspnet, encdec, detectors) and to segnet "
-                "(a vgg*_bn run)"
+                "models with a backbone (fcn*, pspnet, encdec, unet, detectors) and to segnet "
+                "(a vgg*_bn or convnet run)"
             )
     if backbone is not None:
         if "backbone" in params:

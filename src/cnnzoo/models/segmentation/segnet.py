@@ -141,9 +141,10 @@ class SegNet(nn.Module):
         return self.classifier(x)
 
     def load_encoder_weights(self, source: str | Path, architecture: str | None = None) -> Any:
-        """Fill the encoder from a VGG-bn classifier's weights, as the paper initialises it
-        from ImageNet's VGG16: the weights are loaded into that classifier (first convolution
-        adapted to this model's input channels), whose convolutions are then copied.
+        """Fill the encoder from a VGG-bn classifier's weights (or a ``convnet``'s, whose stages
+        are VGG's), as the paper initialises it from ImageNet's VGG16: the weights are loaded
+        into that classifier (first convolution adapted to this model's input channels), whose
+        convolutions are then copied.
 
         Args:
             source: a weight set's name, a cnnzoo run directory or a weights file.
@@ -178,8 +179,10 @@ class SegNet(nn.Module):
         """Copy a cnnzoo VGG-bn classifier's convolutions and batch norms into the encoder.
 
         Args:
-            vgg: e.g. ``cnnzoo.create_model("vgg16_bn", weights=...)``; its ``stages`` must
-                have this encoder's widths and depths (and batch norm).
+            vgg: e.g. ``cnnzoo.create_model("vgg16_bn", weights=...)``, or any classifier
+                whose ``stages`` are conv-BN-ReLU blocks and a pool, such as ``convnet``
+                (its bias-free convolutions load with a zero bias); its ``stages`` must have
+                this encoder's widths and depths.
 
         Raises:
             CnnzooError: if the VGG's stages do not match the encoder's.
@@ -187,8 +190,8 @@ class SegNet(nn.Module):
         stages = getattr(vgg, "stages", None)
         if stages is None or len(stages) != len(self.encoder):
             raise CnnzooError(
-                f"expected a VGG with {len(self.encoder)} stages (a cnnzoo vgg*_bn model), "
-                f"got {type(vgg).__name__}"
+                f"expected a VGG with {len(self.encoder)} stages (a cnnzoo vgg*_bn or convnet "
+                f"model), got {type(vgg).__name__}"
             )
         for i, (source, target) in enumerate(zip(stages, self.encoder, strict=True)):
             convs = [m for m in source if isinstance(m, ConvBnAct)]
@@ -198,12 +201,17 @@ class SegNet(nn.Module):
                     f"{len(target.convs)}: build SegNet with the VGG's depths"
                 )
             for src, dst in zip(convs, target.convs, strict=True):
+                state = src.state_dict()
+                if "conv.bias" not in state and dst.conv.bias is not None:
+                    # A bias-free conv before BN (convnet's) is the same as a zero bias.
+                    state["conv.bias"] = dst.conv.bias.detach().new_zeros(dst.conv.bias.shape)
                 try:
-                    dst.load_state_dict(src.state_dict())
+                    dst.load_state_dict(state)
                 except RuntimeError as err:
                     raise CnnzooError(
-                        f"VGG stage {i} does not fit SegNet's encoder (use a vgg*_bn model "
-                        f"with the same widths): {str(err).splitlines()[-1].strip()}"
+                        f"VGG stage {i} does not fit SegNet's encoder (use a vgg*_bn or "
+                        "convnet model with the same widths): "
+                        f"{str(err).splitlines()[-1].strip()}"
                     ) from None
 
 

@@ -22,7 +22,10 @@ Departures, both usual in re-implementations:
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
@@ -65,15 +68,33 @@ class UpConv(nn.Module):
 
 
 class UNetUp(nn.Module):
-    """One level of the expanding path: up-convolution, concatenate the skip, DoubleConv."""
+    """One level of the expanding path: up-convolution, concatenate the skip, DoubleConv.
 
-    def __init__(self, in_channels: int, out_channels: int, mode: str = "transposed") -> None:
+    ``skip_channels`` (default: ``out_channels``, as in Fig. 1) is the width of the map
+    concatenated; 0 for a level without one (an encoder that has no map at that stride).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        mode: str = "transposed",
+        skip_channels: int | None = None,
+    ) -> None:
         super().__init__()
+        skip = out_channels if skip_channels is None else skip_channels
         self.up = UpConv(in_channels, out_channels, mode)
-        self.conv = DoubleConv(2 * out_channels, out_channels)
+        self.conv = DoubleConv(out_channels + skip, out_channels)
 
-    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        return self.conv(torch.cat([skip, self.up(x)], dim=1))
+    def forward(self, x: Tensor, skip: Tensor | None) -> Tensor:
+        x = self.up(x)
+        if skip is None:
+            return self.conv(x)
+        if x.shape[-2:] != skip.shape[-2:]:
+            # An encoder whose maps are not exact halvings (AlexNet's unpadded pools): the
+            # paper crops the skip to fit; here the upsampled map is resized to the skip's.
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([skip, x], dim=1))
 
 
 class UNet(nn.Module):
@@ -146,9 +167,39 @@ class UNet(nn.Module):
 def unet(
     num_classes: int = 21,
     in_channels: int = 3,
-    width: int = 64,
-    depth: int = 4,
+    width: int | None = None,
+    depth: int | None = None,
     upsample: str = "transposed",
-) -> UNet:
-    """U-Net (Fig. 1) with 'same' padding: 4 levels, 64-1024 channels, skip concatenation."""
-    return UNet(num_classes, in_channels, width, depth, upsample)
+    backbone: str | None = None,
+    **backbone_kwargs: Any,
+) -> nn.Module:
+    """U-Net (Fig. 1) with 'same' padding: 4 levels, 64-1024 channels, skip concatenation.
+
+    ``backbone`` (a classifier's name, e.g. ``convnet`` or ``resnet18``) replaces the
+    contracting path by that classifier's stages, so it can start from classification
+    weights (:class:`~cnnzoo.models.segmentation.unet_encoder.EncoderUNet`); ``width`` is
+    then the full-resolution stem's width and the depth is the backbone's.
+
+    Returns:
+        :class:`UNet`, or :class:`~cnnzoo.models.segmentation.unet_encoder.EncoderUNet`
+        with a backbone.
+
+    Raises:
+        CnnzooError: for ``depth`` or backbone options together with the wrong encoder, an
+            unknown upsampling mode, or a backbone whose strides are not powers of two.
+    """
+    if backbone is None:
+        if backbone_kwargs:
+            raise CnnzooError(
+                f"unet options {sorted(backbone_kwargs)} are backbone options: pass a "
+                "backbone (e.g. backbone='convnet') or drop them"
+            )
+        return UNet(num_classes, in_channels, width or 64, depth or 4, upsample)
+    if depth is not None:
+        raise CnnzooError(
+            f"unet depth={depth} with backbone {backbone!r}: the depth is the backbone's "
+            "(one level per stage); drop depth"
+        )
+    from cnnzoo.models.segmentation.unet_encoder import EncoderUNet
+
+    return EncoderUNet(num_classes, in_channels, backbone, width, upsample, **backbone_kwargs)
