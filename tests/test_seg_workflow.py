@@ -194,8 +194,10 @@ def test_unet_and_segnet_encoders_start_from_a_convnet_run(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"model": "fullres_fcn", "model_kwargs": {}, "backbone": "resnet18"},
-         "fullres_fcn has no backbone option"),
+        (
+            {"model": "fullres_fcn", "model_kwargs": {}, "backbone": "resnet18"},
+            "fullres_fcn has no backbone option",
+        ),
         ({"classes": [0, 1]}, "--classes is a classification option"),
         ({"image_size": 64}, r"use --input-size H W"),
         ({"class_weights": [1.0, 2.0]}, "--class-weights has 2 values for 11 classes"),
