@@ -119,7 +119,7 @@ def row(model: str, arm: str, run: Path, pretrain: dict[str, Any] | None) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("models", nargs="*", default=list(MODELS), help=f"of {list(MODELS)}")
     parser.add_argument("--minutes", type=float, default=10.0, help="total budget per arm")
     parser.add_argument(
         "--pretrain-minutes", type=float, default=2.0,
@@ -133,6 +133,9 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--runs", default="runs/bench-seg-pretrain")
     args = parser.parse_args()
+    unknown = [m for m in args.models if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}: expected some of {list(MODELS)}")
     if not 0 < args.pretrain_minutes < args.minutes:
         parser.error(
             f"--pretrain-minutes {args.pretrain_minutes:g} must be above 0 and below --minutes "
