@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from peers import Step, thread_env
 
 ENCODER = [32, 64, 128, 256]
 """The encoder's stage widths (``convnet``'s ``widths``), shared by every model and arm."""
@@ -143,6 +142,7 @@ def main() -> None:
         )
     from cnnzoo.data.seg_datamodule import default_scenes
     from cnnzoo.workflows.demo import free_run_dir
+    from peers import Step, thread_env  # after the checks: it imports torch
 
     runs = Path(free_run_dir(args.runs))
     runs.mkdir(parents=True)
