@@ -57,8 +57,8 @@ by both arms) and its ``cnnzoo train`` options. fcn8s, unet and pspnet take the 
 ``--backbone convnet`` (its widths follow); segnet's encoder is its own VGG-style stages, of
 the same widths, which load a ``convnet``'s weights."""
 
-COMMON = ["--precision", "bf16-mixed", "--channels-last", "--no-progress", "--snapshots", "0",
-          "--val-fraction", "0.05", "--accelerator", "cpu"]  # fmt: skip
+COMMON = ["--channels-last", "--no-progress", "--snapshots", "0", "--val-fraction", "0.05",
+          "--accelerator", "cpu"]  # fmt: skip
 
 
 def pretrain_command(out: Path, minutes: float, seed: int, extra: list[str]) -> list[str]:
@@ -116,6 +116,16 @@ def row(model: str, arm: str, run: Path, pretrain: dict[str, Any] | None) -> dic
     }
 
 
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the machine type."""
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        for line in info.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", default=list(MODELS), help=f"of {list(MODELS)}")
@@ -126,6 +136,11 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--lanes", type=int, default=1, choices=(1, 2))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision", default="32",
+        help="of every run, the pre-training's too: '32' (default) or 'bf16-mixed', which only "
+        "CPUs with AVX512-BF16/AMX run fast (10x slower than fp32 without them)",
+    )  # fmt: skip
     parser.add_argument(
         "--subset", type=int, default=None,
         help="train on this many images only (both steps; a smoke test, not a measurement)",
@@ -150,7 +165,8 @@ def main() -> None:
     threads = 1 if args.lanes == 2 else (os.cpu_count() or 1)
     env = thread_env(threads, peer=False)
     pretrain_run = runs / "pretrain"
-    extra = [] if args.subset is None else ["--subset", str(args.subset)]
+    extra = ["--precision", args.precision]
+    extra += [] if args.subset is None else ["--subset", str(args.subset)]
 
     def step(name: str, command: list[str], lane: int) -> None:
         core = lane if args.lanes == 2 else None
@@ -199,7 +215,7 @@ def main() -> None:
         f"scenes (2000 train incl. 5 % val, 400 test, 96x96); encoder convnet {ENCODER}; "
         f"{args.minutes:g} min per arm (pre-training {args.pretrain_minutes:g} min of it); "
         f"{'2 lanes, 1 thread each, pinned' if args.lanes == 2 else f'{threads} threads'}; "
-        f"seed {args.seed}; {platform.processor() or platform.machine()}"
+        f"precision {args.precision}; seed {args.seed}; {cpu_name()}"
     )
     columns = ["model", "arm", "pretrain s", "pretrain acc", "seg s", "total s", "epochs",
                "test mIoU", "gain", "pixel acc"]  # fmt: skip

@@ -43,9 +43,9 @@ def test_both_arms_differ_only_in_the_encoder_weights_and_budget(model: str) -> 
 
 
 def test_the_pretraining_is_the_fast_recipe_on_the_encoder_widths() -> None:
-    params = _parses(seg_pretrain.pretrain_command(Path("pre"), 2, 3, ["--subset", "64"]))
+    params = _parses(seg_pretrain.pretrain_command(Path("pre"), 2, 3, ["--precision", "32"]))
     assert params["model"] == "convnet" and params["recipe"] == "fast"
-    assert params["time"] == 2 and params["seed"] == 3 and params["subset"] == 64
+    assert params["time"] == 2 and params["seed"] == 3 and params["precision"] == "32"
     assert params["model_arg"] == [f"widths={seg_pretrain.ENCODER}"]
 
 
