@@ -125,7 +125,7 @@ def test_fast_recipe_model_options_go_only_to_models_that_take_them():
     convnet = family.apply_recipe(TrainConfig(model="convnet", recipe="fast"))
     resnet = family.apply_recipe(TrainConfig(model="resnet20", recipe="fast"))
     assert convnet.model_kwargs == {"head_norm": True, "init": "pytorch"}
-    assert resnet.model_kwargs == {} and resnet.tta and resnet.precision == "bf16-mixed"
+    assert resnet.model_kwargs == {} and resnet.tta and resnet.precision == "auto"
 
 
 def test_a_model_option_the_user_set_wins_over_the_recipe():

@@ -54,7 +54,9 @@ def train(
     accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = "auto",
     devices: Annotated[str, typer.Option(help="number of devices (DDP when > 1) or 'auto'")] = "1",
     num_nodes: int = 1,
-    precision: Annotated[str, typer.Option(help="32-true, bf16-mixed, 16-mixed")] = "32-true",
+    precision: Annotated[
+        str, typer.Option(help="32-true, bf16-mixed, 16-mixed, auto (bf16 where fast)")
+    ] = "32-true",
     channels_last: bool = False,
     time: Annotated[
         float | None,

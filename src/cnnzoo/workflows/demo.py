@@ -27,7 +27,7 @@ DEMO_RECIPE = TrainConfig(
     scheduler="onecycle",
     label_smoothing=0.1,
     val_fraction=0.0,
-    precision="bf16-mixed",
+    precision="auto",  # bf16 autocast where the CPU has bf16 instructions, else fp32
     channels_last=True,
 )
 

@@ -13,7 +13,7 @@ import io
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from cnnzoo.registry import model_info
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.budget import TimeBudget
 from cnnzoo.tasks.classification import ClassificationTask
+from cnnzoo.tasks.precision import resolve_precision
 
 EPOCH_COLUMNS = ("epoch", "step", "seconds", "lr")
 
@@ -170,6 +171,7 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
     task = model_info(cfg.model).task
     family = family_for(task)
     cfg = family.apply_recipe(cfg).resolved(family.defaults_for(task))
+    cfg = replace(cfg, precision=resolve_precision(cfg.precision, cfg.accelerator))
     check_options(cfg, task)
     budget = TimeBudget(cfg.time_minutes) if cfg.time_minutes is not None else None
     averaging = weight_average(cfg.ema_decay) if cfg.ema_decay else None
