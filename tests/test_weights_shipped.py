@@ -17,6 +17,7 @@ from PIL import Image
 import cnnzoo
 from cnnzoo.files import sha256_file
 from cnnzoo.rundir import RunDir
+from cnnzoo.tasks.precision import cpu_flags
 from cnnzoo.weights.catalog import SHIPPED
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -77,9 +78,13 @@ def test_shipped_metric_is_reproduced_on_the_real_test_data(ws):
     measured = make_weights.evaluate_named(ws.name, ws.task) if ws.storage != "onnx" else (
         make_weights.measure_onnx(ws.name)
     )  # fmt: skip
+    # int8 ONNX graphs were measured on a CPU with VNNI; without it ONNX Runtime's int8
+    # kernels saturate differently (measured: resnet20.fmnist_int8 0.9340 vs 0.9366 on AVX2).
+    exact = ws.storage != "onnx" or cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}
     for key, expected in ws.metrics.items():
         rel = TOLERANCE.get(key)
-        assert math.isclose(measured[key], expected, rel_tol=rel or 0, abs_tol=0 if rel else 2e-3)
+        close = 2e-3 if exact else 5e-3
+        assert math.isclose(measured[key], expected, rel_tol=rel or 0, abs_tol=0 if rel else close)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import torch
 import cnnzoo
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir, WeightsRun
+from cnnzoo.tasks.precision import cpu_flags
 
 NAME = "convnet.fmnist"
 
@@ -65,7 +66,10 @@ def test_compress_by_name_quantizes_the_shipped_model(tmp_path):
     result = compress(cfg)
     assert result.compression["source"] == NAME
     expected = cnnzoo.weights.get(NAME).metrics["test/accuracy"]
-    assert abs(result.metrics["test/accuracy"] - expected) < 0.01
+    # Within a point where the CPU has VNNI int8 instructions (as where the figure was
+    # measured); without them the int8 kernels lose more (measured 0.9186 on an AVX2 EPYC).
+    vnni = cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}
+    assert abs(result.metrics["test/accuracy"] - expected) < (0.01 if vnni else 0.03)
 
 
 def test_finetune_and_weights_start_from_the_named_set(tiny_cfg):

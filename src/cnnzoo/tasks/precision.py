@@ -16,21 +16,30 @@ BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 """``/proc/cpuinfo`` flags of a CPU whose bf16 matrix products are native."""
 
 
-def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
-    """Return whether the CPU has native bf16 instructions (``BF16_CPU_FLAGS``).
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """Return the CPU's feature flags (``/proc/cpuinfo``'s ``flags``; empty where there is no
+    such file, e.g. macOS).
 
     Args:
-        cpuinfo: the text of ``/proc/cpuinfo`` (read from the machine when None; a machine
-            without it, e.g. macOS, counts as without).
+        cpuinfo: the text of ``/proc/cpuinfo`` (read from the machine when None).
     """
     if cpuinfo is None:
         path = Path("/proc/cpuinfo")
         cpuinfo = path.read_text() if path.is_file() else ""
-    flags = set()
+    flags: set[str] = set()
     for line in cpuinfo.splitlines():
         if line.startswith("flags"):
             flags.update(line.partition(":")[2].split())
-    return any(flag in flags for flag in BF16_CPU_FLAGS)
+    return flags
+
+
+def cpu_has_fast_bf16(cpuinfo: str | None = None) -> bool:
+    """Return whether the CPU has native bf16 instructions (``BF16_CPU_FLAGS``).
+
+    Args:
+        cpuinfo: the text of ``/proc/cpuinfo`` (read from the machine when None).
+    """
+    return bool(cpu_flags(cpuinfo) & set(BF16_CPU_FLAGS))
 
 
 def resolve_precision(precision: str, accelerator: str = "auto") -> str:
