@@ -6,6 +6,7 @@ Examples::
     python benchmarks/peers.py detection              # fast_rcnn + yolov3 vs YOLOv8n, 15 min
     python benchmarks/peers.py segmentation --mode parallel --cores 0,1
     python benchmarks/peers.py detection --models yolov3 --data coco:/d/instances_train.json
+    python benchmarks/peers.py detection --models fast_rcnn,yolov3,yolov3:modern --mode parallel
     python benchmarks/peers.py segmentation --data masks:/d/mine --minutes 30 --device cuda
 
 Detection: cnnzoo's detectors (``cnnzoo train MODEL --time MIN``, recipes in
@@ -19,8 +20,9 @@ The peers live only in ``benchmarks/.peers-venv`` (``setup``) and run there as
 subprocesses that write their test predictions to files; both sides' files are scored here
 by cnnzoo's evaluation code (:mod:`peerbench.score`). Every training process gets
 ``OMP_NUM_THREADS=--threads`` (and ``torch.set_num_threads``); ``--mode sequential`` trains
-one after the other, ``parallel`` side by side (cnnzoo's models in one lane, the peer in the
-other, each lane on its own core of ``--cores``). Speed, measured afterwards one at a time:
+one after the other, ``parallel`` side by side (two lanes taking the trainings in turn, the
+peer first, each lane on its own core of ``--cores``). ``--models yolov3:modern`` trains a
+model with ``--recipe modern``. Speed, measured afterwards one at a time:
 the model's forward pass, fp32, batch 32, ``--speed-threads`` threads, on real test images,
 and the ONNX export's (ONNX Runtime, same threads) where the model exports.
 
@@ -101,11 +103,22 @@ def check_options(task: str, args: argparse.Namespace) -> list[str]:
             raise CnnzooError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
     if not 0 < args.val_fraction < 1:
         raise CnnzooError(f"--val-fraction {args.val_fraction}: expected a number in (0, 1)")
+    from cnnzoo.families.registry import family_for
+
     models = args.models.split(",") if args.models else DEFAULT_MODELS[task]
     known = list_models(task=task)
-    for model in models:
+    recipes = list(family_for(task).recipes)
+    for entry in models:
+        model, _, recipe = entry.partition(":")
         if model not in known:
             raise CnnzooError(f"--models: {model!r} is no {task} model: expected some of {known}")
+        if recipe and recipe not in recipes:
+            raise CnnzooError(
+                f"--models: {entry!r} names recipe {recipe!r}: {task} recipes are "
+                f"{', '.join(recipes) or 'none'}"
+            )
+    if len(set(models)) < len(models):
+        raise CnnzooError(f"--models {args.models}: a model is named twice")
     if args.cores:
         allowed = os.sched_getaffinity(0)
         for core in args.cores:
@@ -162,6 +175,15 @@ class Step:
         print(f"{self.name}: exit {code} after {self.result['seconds']} s ({self.log})", flush=True)
 
 
+def plan_lanes(steps: list[Step], mode: str) -> list[list[Step]]:
+    """The lanes of a comparison: one lane in ``sequential`` mode; in ``parallel`` mode two
+    lanes taking the steps in turn (the peer first), so two trainings always share the machine
+    and the wall clock is ``ceil(len(steps) / 2)`` budgets."""
+    if mode != "parallel":
+        return [steps]
+    return [lane for lane in (steps[0::2], steps[1::2]) if lane]
+
+
 def run_lanes(lanes: list[list[Step]]) -> None:
     """Run each lane's steps in order, the lanes at the same time."""
     workers = [threading.Thread(target=lambda lane=lane: [s.run() for s in lane]) for lane in lanes]
@@ -203,13 +225,17 @@ def compare(task: str, args: argparse.Namespace) -> int:
             test_paths = [str(r.path) for r in splits.splits["test"]]
             truth = data.detection_truth(splits.splits["test"])
             side = args.size or -(-max(first.width, first.height) // 32) * 32
-            job |= {"max_epochs": 10000, "imgsz": side}
+            # ultralytics' default epochs: with time= it refits them after each epoch, and the
+            # initial value picks its optimizer (10,000 epochs would choose MuSGD, whose
+            # Newton-Schulz steps cost ~7 s per batch on one CPU thread; 100 gives AdamW)
+            job |= {"max_epochs": 100, "imgsz": side}
         else:
             splits = data.segmentation_splits(spec, args.val_fraction, args.seed)
             test_paths = [image for image, _ in splits.splits["test"]]
             truth = splits.test_masks
             h, w = load_image(splits.splits["train"][0][0], 3).shape[-2:]
             job |= {"train": splits.splits["train"], "num_classes": len(splits.class_names),
+                    "loop": args.peer_loop,
                     "crop": args.size or -(-max(h, w) // 32) * 32}  # fmt: skip
     except CnnzooError as error:
         fail(str(error))
@@ -225,15 +251,15 @@ def compare(task: str, args: argparse.Namespace) -> int:
     script = str(HERE / "peerbench" / PEER_SCRIPTS[task])
     ours = []
     for m in models:
+        name = m.replace(":", "-")
         command = cnnzoo_side.train_command(
-            m, spec, out / f"cnnzoo-{m}", args.minutes, args.val_fraction, args.seed, device
+            m, spec, out / f"cnnzoo-{name}", args.minutes, args.val_fraction, args.seed, device
         )
-        ours.append(
-            Step(f"cnnzoo {m}", command, thread_env(args.threads, False), out / f"cnnzoo-{m}.log")
-        )
+        ours.append(Step(f"cnnzoo {m}", command, thread_env(args.threads, False),
+                         out / f"cnnzoo-{name}.log"))  # fmt: skip
     peer = Step("peer", [str(python), script, "train", str(job_file)],
                 thread_env(args.threads, True), out / "peer-train.log")  # fmt: skip
-    lanes = [ours, [peer]] if args.mode == "parallel" else [[*ours, peer]]
+    lanes = plan_lanes([peer, *ours], args.mode)
     for index, lane in enumerate(lanes):
         for step in lane:
             step.core = args.cores[index % len(args.cores)] if args.cores else None
@@ -258,7 +284,7 @@ def compare(task: str, args: argparse.Namespace) -> int:
     sides = []
     torch.set_num_threads(args.speed_threads)
     for model, step in zip(models, ours, strict=True):
-        run_dir = out / f"cnnzoo-{model}"
+        run_dir = out / f"cnnzoo-{model.replace(':', '-')}"
         side: dict[str, Any] = {"model": model, "metrics": {}, "command": shlex.join(step.command)}
         if step.result["exit"] == 0:
             metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -319,7 +345,8 @@ def build_parser() -> Parser:
         sub.add_argument(
             "--models",
             default=None,
-            help=f"cnnzoo models, comma-separated (default {','.join(DEFAULT_MODELS[task])})",
+            help=f"cnnzoo models, comma-separated, each MODEL or MODEL:RECIPE (default "
+            f"{','.join(DEFAULT_MODELS[task])})",
         )
         sub.add_argument("--minutes", type=float, default=15.0, help="training budget per side")
         sub.add_argument("--threads", type=int, default=1, help="training threads per side")
@@ -356,6 +383,13 @@ def build_parser() -> Parser:
             default=None,
             help="the peer's training size (default: image side rounded up to 32)",
         )
+        if task == "segmentation":
+            sub.add_argument(
+                "--peer-loop",
+                choices=("matched", "plain"),
+                default="matched",
+                help="the smp training loop: matched (cnnzoo's segmentation recipe) or plain",
+            )
         sub.add_argument("--speed-threads", type=int, default=1)
         sub.add_argument("--speed-repeats", type=int, default=5)
         sub.add_argument("--venv", type=Path, default=VENV)

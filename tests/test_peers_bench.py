@@ -17,6 +17,7 @@ import yaml
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
+sys.path.insert(0, str(BENCHMARKS / "peerbench"))  # the peers' scripts import their neighbours
 
 from cnnzoo.errors import CnnzooError  # noqa: E402
 from peerbench import cnnzoo_side, data, score  # noqa: E402
@@ -143,6 +144,24 @@ def test_the_cnnzoo_command_is_time_boxed_with_the_recipe() -> None:
     assert "width=16" in command and command[command.index("--accelerator") + 1] == "cpu"
 
 
+def test_a_model_with_a_recipe_trains_with_it_and_the_plain_one_without() -> None:
+    command = cnnzoo_side.train_command("yolov3:modern", "scenes:/d", Path("r"), 15, 0.05, 0, "cpu")
+    assert command[4] == "yolov3" and command[command.index("--recipe") + 1] == "modern"
+    plain = cnnzoo_side.train_command("yolov3", "scenes:/d", Path("r"), 15, 0.05, 0, "cpu")
+    assert "--recipe" not in plain and command[command.index("--precision") + 1] == "auto"
+
+
+def test_parallel_lanes_take_the_trainings_in_turn_peer_first() -> None:
+    import peers
+
+    steps = [peers.Step(name, [], {}, Path(name)) for name in ("peer", "a", "b", "c")]
+    lanes = peers.plan_lanes(steps, "parallel")
+    assert [[s.name for s in lane] for lane in lanes] == [["peer", "b"], ["a", "c"]]
+    assert [[s.name for s in lane] for lane in peers.plan_lanes(steps[:2], "parallel")] == [
+        ["peer"], ["a"]]  # fmt: skip
+    assert peers.plan_lanes(steps, "sequential") == [steps]
+
+
 def _options(**changes: object) -> argparse.Namespace:
     base = {"minutes": 1.0, "threads": 1, "speed_threads": 1, "speed_repeats": 5,
             "batch_size": 16, "val_fraction": 0.05, "models": None, "cores": None,
@@ -156,6 +175,14 @@ def test_options_are_checked_naming_the_bad_value() -> None:
     assert peers.check_options("detection", _options()) == ["fast_rcnn", "yolov3"]
     with pytest.raises(CnnzooError, match="'unet' is no detection model"):
         peers.check_options("detection", _options(models="yolov3,unet"))
+    assert peers.check_options("detection", _options(models="yolov3,yolov3:modern")) == [
+        "yolov3", "yolov3:modern"]  # fmt: skip
+    with pytest.raises(CnnzooError, match="recipe 'fancy': detection recipes are paper, modern"):
+        peers.check_options("detection", _options(models="yolov3:fancy"))
+    with pytest.raises(CnnzooError, match="recipe 'fast': segmentation recipes are none"):
+        peers.check_options("segmentation", _options(models="unet:fast"))
+    with pytest.raises(CnnzooError, match="named twice"):
+        peers.check_options("detection", _options(models="ssd,ssd"))
     with pytest.raises(CnnzooError, match="--minutes 0"):
         peers.check_options("segmentation", _options(minutes=0))
     with pytest.raises(CnnzooError, match="--threads 0"):
@@ -169,3 +196,14 @@ def test_a_bad_option_on_the_command_line_is_one_line_and_exit_2() -> None:
     )  # fmt: skip
     assert run.returncode == 2
     assert run.stderr.strip().count("\n") == 0 and "'both'" in run.stderr
+
+
+def test_the_peer_loops_schedule_warms_up_then_anneals_to_zero_at_the_budget() -> None:
+    import smp_peer
+
+    matched = smp_peer.LOOPS["matched"]
+    assert matched["warmup"] == 0.25 and matched["dice"] == 0  # cnnzoo's onecycle, CE only
+    assert smp_peer.schedule(0.0, 0.25) == 0 and smp_peer.schedule(0.125, 0.25) == 0.5
+    assert smp_peer.schedule(0.25, 0.25) == 1
+    assert smp_peer.schedule(0.625, 0.25) == pytest.approx(0.5)
+    assert smp_peer.schedule(1.0, 0.25) == pytest.approx(0, abs=1e-12)

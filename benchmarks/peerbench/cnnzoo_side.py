@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from peerbench.timing import SPEED_BATCH, onnx_images_per_second, torch_images_per_second
 
-BEST = ["--precision", "bf16-mixed", "--channels-last"]
+BEST = ["--precision", "auto", "--channels-last"]
 PRETRAINED = ["--backbone-weights", "convnet.fmnist"]
 RECIPES: dict[str, list[str]] = {
     "fast_rcnn": [*PRETRAINED, *BEST],
@@ -26,7 +26,8 @@ RECIPES: dict[str, list[str]] = {
 """``cnnzoo train`` options per model beyond data, budget and split: the recipes of
 ``benchmarks/detection.py`` and ``benchmarks/segmentation.py`` (detectors from the shipped
 Fashion-MNIST classifier ``convnet.fmnist``, ``unet`` width 16 from scratch). Other
-registered models train with cnnzoo's defaults plus bf16 autocast and channels-last."""
+registered models train with cnnzoo's defaults plus ``--precision auto`` (bf16 autocast only
+where the processor has bf16 instructions) and channels-last."""
 DEFAULT_MODELS = {"detection": ["fast_rcnn", "yolov3"], "segmentation": ["unet"]}
 
 EVAL_DECODE = {"score_threshold": 0.01, "iou_threshold": 0.5, "max_detections": 100}
@@ -43,7 +44,10 @@ def train_command(
     device: str,
     extra: Sequence[str] = (),
 ) -> list[str]:
-    """The ``cnnzoo train`` command line (this interpreter) of one model's recipe."""
+    """The ``cnnzoo train`` command line (this interpreter) of one model's recipe; ``model``
+    may be ``MODEL:RECIPE`` (adds ``--recipe RECIPE``)."""
+    model, _, recipe = model.partition(":")
+    extra = [*extra, "--recipe", recipe] if recipe else list(extra)
     return [
         sys.executable, "-m", "cnnzoo.cli", "train", model, "--data", spec, "--out", str(run_dir),
         "--time", f"{minutes:g}", "--val-fraction", f"{val_fraction:g}", "--seed", str(seed),

@@ -4,11 +4,15 @@ Runs in the peers' virtual environment (``python benchmarks/peers.py setup``), n
 cnnzoo's: ``python smp_peer.py train|evaluate JOB.json``. smp has no trainer, so this is a
 plain, conventional loop that stops at the job's wall-clock budget:
 
-- AdamW (lr 1e-3, weight decay 1e-4), batch 16, the learning rate on a cosine of the
-  *elapsed time* (2 % linear warm-up), so it anneals to 0 exactly when the budget ends;
-- loss: cross-entropy + smp's multiclass Dice loss (255 ignored);
+- AdamW (weight decay 1e-4), batch 16, the learning rate on a schedule of the *elapsed time*
+  (linear warm-up, then cosine), so it anneals to 0 exactly when the budget ends;
 - augmentation: random rescale x0.75..1.25, random crop (padded with ignore) back to the crop
   size, horizontal flip; ImageNet normalisation (as cnnzoo's).
+
+Two loops (the job's ``loop``, ``peers.py --peer-loop``): ``matched`` (default) trains as
+``cnnzoo train``'s segmentation defaults — lr 2e-3, 25 % warm-up then cosine (cnnzoo's
+``onecycle``), cross-entropy only; ``plain`` is the first version of this loop — lr 1e-3, 2 % warm-up, cross-entropy +
+smp's multiclass Dice loss (255 ignored).
 
 ``train`` writes ``model.pt`` and ``peer_train.json``; ``evaluate`` writes
 ``predictions.npz`` (one label map per test image, key = its index in the job) and
@@ -34,7 +38,12 @@ from timing import SPEED_BATCH, onnx_speed, torch_images_per_second
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 IGNORE = 255
-LR, WEIGHT_DECAY, WARMUP = 1e-3, 1e-4, 0.02
+WEIGHT_DECAY = 1e-4
+LOOPS: dict[str, dict[str, float]] = {
+    "matched": {"lr": 2e-3, "warmup": 0.25, "dice": 0.0},
+    "plain": {"lr": 1e-3, "warmup": 0.02, "dice": 1.0},
+}
+"""The training loops: learning rate, warm-up fraction of the budget, weight of the Dice loss."""
 
 
 def build(num_classes: int) -> torch.nn.Module:
@@ -83,6 +92,14 @@ def pad_to(x: torch.Tensor, multiple: int = 32) -> torch.Tensor:
     return F.pad(x, (0, -w % multiple, 0, -h % multiple))
 
 
+def schedule(fraction: float, warmup: float) -> float:
+    """The learning-rate factor at ``fraction`` of the budget: linear warm-up to 1 over
+    ``warmup``, then cosine from 1 to 0 at the end."""
+    if fraction < warmup:
+        return fraction / warmup
+    return 0.5 * (1 + math.cos(math.pi * (fraction - warmup) / (1 - warmup)))
+
+
 def train(job: dict[str, Any], out: Path) -> None:
     """Train until the budget is spent; save the weights."""
     import segmentation_models_pytorch as smp
@@ -92,7 +109,8 @@ def train(job: dict[str, Any], out: Path) -> None:
     device = torch.device(job["device"])
     pairs = [(load_image(i), load_mask(m)) for i, m in job["train"]]
     model = build(job["num_classes"]).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    loop = LOOPS[job.get("loop", "matched")]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=loop["lr"], weight_decay=WEIGHT_DECAY)
     dice = smp.losses.DiceLoss("multiclass", ignore_index=IGNORE)
     budget = job["minutes"] * 60
     batch_size, crop = job["batch_size"], job["crop"]
@@ -107,14 +125,15 @@ def train(job: dict[str, Any], out: Path) -> None:
             if fraction >= 1:
                 done = True
                 break
-            warm = min(1.0, fraction / WARMUP)
             for group in optimizer.param_groups:
-                group["lr"] = LR * warm * 0.5 * (1 + math.cos(math.pi * fraction))
+                group["lr"] = loop["lr"] * schedule(fraction, loop["warmup"])
             items = [augment(*pairs[i], crop) for i in order[first : first + batch_size]]
             x = torch.stack([a for a, _ in items]).to(device)
             y = torch.stack([b for _, b in items]).to(device)
             logits = model(x)
-            loss = F.cross_entropy(logits, y, ignore_index=IGNORE) + dice(logits, y)
+            loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
+            if loop["dice"]:
+                loss = loss + loop["dice"] * dice(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -125,6 +144,7 @@ def train(job: dict[str, Any], out: Path) -> None:
 
     result = {
         "model": "segmentation_models_pytorch Unet(resnet18), encoder_weights=None",
+        "loop": job.get("loop", "matched"),
         "train_seconds": round(seconds, 1),
         "epochs": round(steps * batch_size / len(pairs), 2),
         "steps": steps,
