@@ -9,10 +9,10 @@ plain, conventional loop that stops at the job's wall-clock budget:
 - augmentation: random rescale x0.75..1.25, random crop (padded with ignore) back to the crop
   size, horizontal flip; ImageNet normalisation (as cnnzoo's).
 
-Two loops (the job's ``loop``, ``peers.py --peer-loop``): ``matched`` (default) trains as
-``cnnzoo train``'s segmentation defaults — lr 2e-3, 25 % warm-up then cosine (cnnzoo's
-``onecycle``), cross-entropy only; ``plain`` is the first version of this loop — lr 1e-3, 2 % warm-up, cross-entropy +
-smp's multiclass Dice loss (255 ignored).
+Two loops (the job's ``loop``, ``peers.py --peer-loop``): ``matched`` (default) trains
+with ``cnnzoo train``'s segmentation defaults — lr 2e-3, 25 % warm-up then cosine (cnnzoo's
+``onecycle``), cross-entropy only; ``plain`` is the first version of this loop — lr 1e-3,
+2 % warm-up, cross-entropy + smp's multiclass Dice loss (255 ignored).
 
 ``train`` writes ``model.pt`` and ``peer_train.json``; ``evaluate`` writes
 ``predictions.npz`` (one label map per test image, key = its index in the job) and

@@ -7,6 +7,7 @@ in the way timm keeps metadata beside the model rather than inside it.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -160,16 +161,28 @@ def _is_weight_name(text: str) -> bool:
     return not Path(text).exists() and "/" not in text and "\\" not in text
 
 
-def list_models(task: str | None = None) -> list[str]:
-    """Return the sorted registered model names, optionally only those of one ``task``.
+def list_models(task: str | None = None, *, filter: str | Sequence[str] = ()) -> list[str]:
+    """Return the sorted registered model names, optionally only those of one ``task`` and
+    those matching ``filter`` (shell-style wildcards, as timm's ``list_models("resnet*")``; a
+    list keeps names matching any of its patterns).
+
+    Examples: ``list_models("detection")``, ``list_models(filter="resnet*")``,
+    ``list_models("classification", filter=["vgg*", "*net"])``.
 
     Raises:
         CnnzooError: for a task that is not one of :data:`TASKS`.
     """
     _ensure_loaded()
     if task is not None and task not in TASKS:
-        raise CnnzooError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    return sorted(n for n, i in _REGISTRY.items() if task is None or i.task == task)
+        hint = f"; for names use filter={task!r}" if any(c in task for c in "*?[") else ""
+        raise CnnzooError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}{hint}")
+    patterns = [filter] if isinstance(filter, str) else list(filter)
+    return sorted(
+        n
+        for n, i in _REGISTRY.items()
+        if (task is None or i.task == task)
+        and (not patterns or any(fnmatch.fnmatchcase(n, p) for p in patterns))
+    )
 
 
 def create_model(

@@ -7,6 +7,7 @@ in the order ``cnnzoo --help`` lists them.
 from __future__ import annotations
 
 # isort: off
+from cnnzoo.cli import terminal  # noqa: F401  --verbose, what the terminal shows
 from cnnzoo.cli import models  # noqa: F401  models, info
 from cnnzoo.cli import weights  # noqa: F401  weights list/info/download/verify
 from cnnzoo.cli import training  # noqa: F401  train, finetune

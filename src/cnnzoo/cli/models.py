@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from cnnzoo.cli.common import (
@@ -18,27 +20,69 @@ from cnnzoo.cli.common import (
 
 @app.command()
 @clear_errors
-def models(task: Annotated[str | None, typer.Option(help="only this task")] = None) -> None:
-    """Table of every registered model: name, task, params, MACs, paper."""
-    from cnnzoo.registry import model_info
+def models(
+    patterns: Annotated[
+        list[str] | None,
+        typer.Argument(help="only names matching these wildcards, e.g. 'resnet*' '*net'"),
+    ] = None,
+    task: Annotated[str | None, typer.Option(help="only this task")] = None,
+    long: Annotated[
+        bool, typer.Option("--long", help="also the input size and the full citations")
+    ] = False,
+) -> None:
+    """Table of the registered models: name, task, parameters, MACs, paper."""
+    from cnnzoo.registry import list_models, model_info
     from cnnzoo.summary import model_cost
 
-    table = Table(title="cnnzoo models")
-    for col in ("name", "task", "input", "params", "MACs", "paper"):
+    names = list_models(task, filter=patterns or ())
+    if not names:
+        raise CnnzooError(
+            f"no model matches {' '.join(patterns or [])!r}"
+            + (f" among the {task} models" if task else "")
+            + "; see `cnnzoo models`"
+        )
+    table = Table(title="cnnzoo models", box=None if not long else box.SIMPLE_HEAD,
+                  pad_edge=False, header_style="bold")  # fmt: skip
+    columns = ["name", "task", *(["input"] if long else []), "params", "MACs", "paper"]
+    for col in columns:
         table.add_column(
             col,
+            justify="right" if col in ("params", "MACs") else "left",
             no_wrap=col != "paper",
-            max_width=48 if col == "paper" else None,
-            overflow="ellipsis",
+            overflow="fold" if long else "ellipsis",
         )
-    from cnnzoo.registry import list_models
-
-    for name in list_models(task):
+    for name in names:
         info = model_info(name)
         params, macs = model_cost(name)
-        size = "x".join(map(str, info.input_size))
-        table.add_row(name, info.task, size, human(params), human(macs), info.paper)
+        paper = info.paper if long else short_citation(info.paper)
+        size = ["x".join(map(str, info.input_size))] if long else []
+        table.add_row(name, info.task, *size, human(params), human(macs), paper)
     console.print(table)
+
+
+def short_citation(paper: str) -> str:
+    """``"He, Zhang, Ren, Sun, Deep Residual Learning ..., CVPR 2016"`` -> ``"He et al.
+    2016"``: the first author (both of two), ``et al.`` for more, and the year; several
+    papers separated by ``"; "`` stay several."""
+    return "; ".join(_short(one) for one in paper.split("; "))
+
+
+def _short(citation: str) -> str:
+    authors: list[str] = []
+    more = False
+    for token in citation.split(", "):
+        names = token.split(" & ")
+        if not all(re.fullmatch(r"[A-Z][\w'-]*( et al\.)?", n) for n in names):
+            break
+        more = more or any(n.endswith(" et al.") for n in names)
+        authors += [n.removesuffix(" et al.") for n in names]
+    years = re.findall(r"\b(?:19|20)\d\d\b", citation)
+    year = f" {years[-1]}" if years else ""
+    if not authors:
+        return citation
+    if len(authors) == 2 and not more:
+        return f"{authors[0]} & {authors[1]}{year}"
+    return f"{authors[0]}{' et al.' if more or len(authors) > 2 else ''}{year}"
 
 
 @app.command()
