@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pinned to the releases on this machine's disk; pyproject declares a range.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test lint format bench peers clean
+.PHONY: venv demo test lint format bench peers docs cli-docs clean
 
 $(BIN)/cnnzoo: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ format: venv
 
 bench: venv
 	$(BIN)/python benchmarks/classification.py --help
+
+# The documentation site (mkdocs-material, strict: a broken link fails) into site/; the CLI
+# reference is generated from the typer app first, so it cannot drift.
+cli-docs: venv
+	$(BIN)/typer cnnzoo.cli utils docs --name cnnzoo --title "Command line" --output docs/reference/cli.md
+
+docs: cli-docs
+	$(BIN)/mkdocs build --strict --quiet
+	@echo "site written to site/ (open site/index.html)"
 
 # The peer benchmark's own environment (ultralytics, segmentation_models_pytorch): never cnnzoo's.
 peers: venv
