@@ -54,7 +54,8 @@ def test_a_built_page_renders_non_blank(site: Path, page: str, tmp_path: Path) -
     shot = tmp_path / "shot.png"
     command = [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
                f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900",
-               "--virtual-time-budget=5000", f"--screenshot={shot}", (site / page).as_uri()]  # fmt: skip
+               "--virtual-time-budget=5000", f"--screenshot={shot}",
+               (site / page).as_uri()]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0 and shot.is_file(), result.stderr[-2000:]
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float32)
