@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's help layout: readable at 80 columns, no one-word column
 )
 console = Console()
 err_console = Console(stderr=True)
