@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pinned to the releases on this machine's disk; pyproject declares a range.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test lint format bench peers docs cli-docs clean
+.PHONY: venv demo test lint format bench peers docs cli-docs notebooks clean
 
 $(BIN)/cnnzoo: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,15 +21,15 @@ demo: venv
 	$(BIN)/cnnzoo demo
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts notebooks
+	$(BIN)/ruff format --check src tests benchmarks scripts notebooks
 
 test: lint
 	$(BIN)/python -m pytest
 
 format: venv
-	$(BIN)/ruff format src tests benchmarks
-	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks scripts notebooks
+	$(BIN)/ruff check --fix src tests benchmarks scripts notebooks
 
 bench: venv
 	$(BIN)/python benchmarks/classification.py --help
@@ -40,8 +40,13 @@ cli-docs: venv
 	$(BIN)/typer cnnzoo.cli utils docs --name cnnzoo --title "Command line" --output docs/reference/cli.md
 
 docs: cli-docs
-	$(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	@echo "site written to site/ (open site/index.html)"
+
+# Every lecture notebook (notebooks/*.py, jupytext py:percent) executed on CPU in a fresh kernel,
+# 300 s limit each; the executed copies, outputs included, go to build/notebooks/.
+notebooks: venv
+	$(BIN)/python scripts/run_notebooks.py
 
 # The peer benchmark's own environment (ultralytics, segmentation_models_pytorch): never cnnzoo's.
 peers: venv

@@ -29,6 +29,19 @@ def test_the_cli_reference_is_generated_from_the_app(tmp_path: Path) -> None:
         assert f"## `cnnzoo {command_name}`" in committed
 
 
+def test_the_annotated_model_pages_are_generated_from_the_source() -> None:
+    check = [sys.executable, str(ROOT / "scripts" / "model_pages.py"), "--check"]
+    result = subprocess.run(check, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout  # stale: run python scripts/model_pages.py
+    page = (ROOT / "docs" / "models" / "classification.md").read_text()
+    source = (ROOT / "src" / "cnnzoo" / "layers" / "residual.py").read_text()
+    skip = "out = out + self.shortcut(x)"  # _ResidualBlock.forward, as the source has it
+    assert skip in source and skip in page
+    assert r"y = \mathcal{F}(x, \{W_i\}) + x" in page  # the paper's equation beside it
+    for family in ("segmentation", "detection", "generative"):
+        assert (ROOT / "docs" / "models" / f"{family}.md").is_file()
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("site")
@@ -40,16 +53,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_site_builds_strict_with_every_lecture_section(site: Path) -> None:
     for page in ("classification", "transfer", "segmentation", "detection", "generative",
-                 "embedded", "gallery", "reference/cli", "reference/api"):  # fmt: skip
+                 "embedded", "gallery", "reference/cli", "reference/api",
+                 "models/classification", "models/detection"):  # fmt: skip
         assert (site / page / "index.html").is_file(), page
     api = (site / "reference" / "api" / "index.html").read_text()
     assert "create_model" in api and "Raises" in api  # rendered from the docstrings
+    annotated = (site / "models" / "classification" / "index.html").read_text()
+    assert annotated.count('class="annotated"') >= 10 and 'class="arithmatex"' in annotated
 
 
 @pytest.mark.skipif(
     CHROMIUM is None, reason="chromium is not installed here (apt-get install chromium)"
 )
-@pytest.mark.parametrize("page", ["index.html", "detection/index.html"])
+@pytest.mark.parametrize(
+    "page", ["index.html", "detection/index.html", "models/classification/index.html"]
+)
 def test_a_built_page_renders_non_blank(site: Path, page: str, tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     command = [CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",

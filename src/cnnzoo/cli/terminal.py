@@ -12,6 +12,7 @@ fitted) go to standard error, one plain line each. ``--verbose`` shows everythin
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from typing import Annotated
 
@@ -46,6 +47,10 @@ def setup_terminal(verbose: bool) -> None:
     Returns nothing; changes the ``logging`` configuration and the ``warnings`` filters of
     this process.
     """
+    # The command line only writes figures to files: matplotlib's file backend, chosen before
+    # matplotlib is first imported (the library itself leaves the backend to its user, so a
+    # notebook keeps its inline figures).
+    os.environ.setdefault("MPLBACKEND", "Agg")
     own = logging.getLogger("cnnzoo")
     if not any(isinstance(h, _PlainHandler) for h in own.handlers):
         own.addHandler(_PlainHandler())

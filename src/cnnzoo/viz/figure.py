@@ -1,12 +1,13 @@
-"""Saving matplotlib figures the same way everywhere (non-interactive backend, PNG)."""
+"""Saving matplotlib figures the same way everywhere (PNG).
+
+The backend is left to the user: the command line selects the file backend (Agg), a notebook
+keeps its inline one, and a process without a display falls back to Agg by itself.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 

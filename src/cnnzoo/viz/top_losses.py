@@ -36,9 +36,6 @@ def top_losses_figure(items: Sequence[TopLoss], title: str = "") -> Figure:
     Raises:
         ValueError: for no items (there is nothing to draw; say so instead).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     if not items:

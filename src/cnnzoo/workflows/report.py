@@ -301,9 +301,6 @@ def shared_curves(runs: list[RunRecord]) -> list[str]:
 
 def overlay_figure(runs: list[RunRecord], columns: list[str]) -> bytes:
     """Return a PNG with one panel per column: every run's curve against epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
