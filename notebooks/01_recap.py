@@ -40,14 +40,14 @@ from IPython.display import Image, display
 from torch import nn
 
 import cnnzoo
-import cnnzoo.viz.figure  # cnnzoo's plotting module: it selects matplotlib's Agg backend
 from cnnzoo.data.fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist_mini
 from cnnzoo.experiments.gradients import gradient_norms
 from cnnzoo.explain.features import feature_maps, first_filters
 from cnnzoo.summary import summarize
 from cnnzoo.viz.graph import draw_graph
 
-# %matplotlib inline
+torch.set_num_threads(1)  # small batches: one thread is as fast, and other processes on
+# the same cores cannot stall it (two threads waiting for each other can be 10x slower)
 torch.manual_seed(0)
 torch.set_printoptions(precision=3, sci_mode=False)
 
@@ -286,13 +286,16 @@ def mlp(activation: type[nn.Module], depth: int = 10, width: int = 64) -> nn.Seq
 
 batch_x = (train_images[:64].float() / 255 - prep.mean[0]) / prep.std[0]
 batch_y = train_labels[:64]
-norms = {act.__name__: gradient_norms(mlp(act), batch_x, batch_y) for act in (nn.Sigmoid, nn.ReLU)}
+DEPTH = 10
+norms = {
+    act.__name__: gradient_norms(mlp(act, DEPTH), batch_x, batch_y) for act in (nn.Sigmoid, nn.ReLU)
+}
 
 fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
 for ax, (label, colour) in zip(axes, [("Sigmoid", "C0"), ("ReLU", "C3")], strict=True):
     values = list(norms[label].values())
     ax.semilogy(range(1, len(values) + 1), values, marker="o", color=colour)
-    ax.set_title(f"10-layer MLP, {label}")
+    ax.set_title(f"{DEPTH}-layer MLP, {label}")
     ax.set_xlabel("layer (1 = input side)")
     ax.grid(alpha=0.3, which="both")
 axes[0].set_ylabel("weight-gradient L2 norm")
@@ -535,10 +538,10 @@ else:
 #    (e.g. `[[0, 1, 2], [-1, 0, 1], [-2, -1, 0]]`) to `filters` (make the figure 6 columns
 #    wide). On which parts of the boot does it respond, and which of the 16 learned
 #    `resnet20.fmnist` filters looks most like it?
-# 3. **Saturation.** In the MLP gradient cell, change `depth` to 4 and then 20 for both
-#    networks. How does the first-layer/last-layer gradient ratio of the sigmoid network
-#    change with depth? Compare with the bound $(1/4)^n$ printed above: why is the measured
-#    decay per layer different from exactly 1/4?
+# 3. **Saturation.** In the MLP gradient cell, set `DEPTH = 4` and then `DEPTH = 20`. How
+#    does the first-layer/last-layer gradient ratio of the sigmoid network change with depth?
+#    Compare with the bound $(1/4)^n$ printed above: why is the measured decay per layer
+#    different from exactly 1/4?
 # 4. **Step size.** In the gradient-descent run, try $\eta$ = 0.01, 0.2 and 1.0 instead of
 #    0.05. Which reaches the lowest training loss after 200 steps, and which makes the loss
 #    go up and down? Relate what you see to the Taylor plot: up to which $\eta$ did a single

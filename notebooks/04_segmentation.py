@@ -33,9 +33,7 @@
 # %% [markdown]
 # ## Setup
 #
-# All imports are here. Importing `cnnzoo.viz.figure` selects matplotlib's non-interactive
-# `Agg` backend (cnnzoo writes its figures to files), so the last line switches the
-# notebook back to inline figures. PyTorch runs on one thread: the times measured below
+# All imports are here. PyTorch runs on one thread: the times measured below
 # then stay comparable when other programs share the two cores (with two threads on a busy
 # CPU, every layer waits for the slower thread and the times become meaningless).
 
@@ -54,7 +52,6 @@ from matplotlib.ticker import NullFormatter
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 import cnnzoo
-import cnnzoo.viz.figure  # selects the Agg backend: undone at the end of this cell
 from cnnzoo.data.scenes import SCENE_CLASSES, generate_scenes, scenes_dataset
 from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.experiments.seg_cost import SegCostSettings
@@ -83,8 +80,6 @@ def colorize(mask):
     """The (H, W, 3) colour picture of a label map."""
     return COLOURS[np.asarray(mask)]
 
-
-# %matplotlib inline
 
 # %% [markdown]
 # ## 1 · The data: scenes with a label for every pixel

@@ -29,10 +29,8 @@
 # %% [markdown]
 # ## Setup
 #
-# All imports are here. Importing `cnnzoo.viz.figure` selects matplotlib's `Agg` backend
-# (cnnzoo writes its figures to files), so the last line switches back to inline figures.
-# PyTorch runs on one thread, so that the times measured in section 9 stay comparable when
-# other programs share the two cores.
+# All imports are here. PyTorch runs on one thread, so that the times measured in section 9
+# stay comparable when other programs share the two cores.
 #
 # The three settings in capitals are used by every detection below; the exercises change
 # them.
@@ -49,7 +47,6 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import NullFormatter
 
 import cnnzoo
-import cnnzoo.viz.figure  # selects the Agg backend: undone at the end of this cell
 from cnnzoo.data.det_sources import open_det_dataset
 from cnnzoo.data.detection import detection_collate
 from cnnzoo.data.scenes import generate_scenes
@@ -77,8 +74,6 @@ NMS_IOU = 0.5  # NMS removes a box overlapping a better one of its class by more
 SHOW_SCORE = 0.3  # detections drawn in the pictures
 SIZE = (96, 96)
 SHOW = [0, 3, 5, 8]  # test scenes shown in the figures
-
-# %matplotlib inline
 
 # %% [markdown]
 # ## 1 · The data and the task

@@ -94,6 +94,7 @@ def test_eval_reproduces_the_test_metrics_of_training(yolo_run) -> None:
     assert result.images == 6
     assert sum(row.objects for row in result.per_class) > 0
     assert all(p.is_file() for p in result.pngs)
+    assert {p.name for p in result.pngs} >= {"class_ap_test.png", "pr_curves_test.png"}
     eleven = evaluate_detection(yolo_run.run_dir, accelerator="cpu", voc07=True, plot=False)
     assert eleven.voc07 and eleven.map == pytest.approx(result.map)
 

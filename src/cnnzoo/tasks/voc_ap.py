@@ -43,14 +43,14 @@ def interpolated_ap(recall: Tensor, precision: Tensor, eleven_point: bool) -> fl
     return float(((r[steps + 1] - r[steps]) * p[steps + 1]).sum())
 
 
-def voc_ap(
+def pr_curves(
     preds: Sequence[dict[str, Tensor]],
     targets: Sequence[dict[str, Tensor]],
     num_classes: int,
     iou_threshold: float = 0.5,
-    eleven_point: bool = True,
-) -> list[float]:
-    """Per-class VOC AP of detections ``preds`` against ``targets`` (one dict per image).
+) -> list[tuple[Tensor, Tensor] | None]:
+    """Per-class precision-recall curves of detections ``preds`` against ``targets`` (one
+    dict per image), matched as the VOC devkit does (see the module docstring).
 
     Args:
         preds: ``{"boxes" (D, 4) xyxy, "scores" (D,), "labels" (D,)}`` per image.
@@ -58,6 +58,81 @@ def voc_ap(
             ``"iscrowd"`` (K,) marking objects to ignore.
         num_classes: classes ``0 .. num_classes - 1``.
         iou_threshold: the IoU a detection needs to match a ground truth (0.5 in VOC).
+
+    Returns:
+        For each class, ``(recall, precision)`` after each detection in decreasing-score
+        order (float64; empty when the class has no detection); None for a class without
+        (non-difficult) ground truth.
+
+    Raises:
+        CnnzooError: if ``preds`` and ``targets`` hold different numbers of images.
+    """
+    if len(preds) != len(targets):
+        raise CnnzooError(f"{len(preds)} images of detections but {len(targets)} of targets")
+    curves: list[tuple[Tensor, Tensor] | None] = []
+    for c in range(num_classes):
+        scores: list[float] = []
+        hits: list[int] = []  # 1 true positive, 0 false positive (ignored ones left out)
+        positives = 0
+        for pred, target in zip(preds, targets, strict=True):
+            positives += _match_image(pred, target, c, iou_threshold, scores, hits)
+        if positives == 0:
+            curves.append(None)
+            continue
+        order = torch.tensor(scores, dtype=torch.float64).argsort(descending=True, stable=True)
+        hit = torch.tensor(hits, dtype=torch.float64)[order]
+        tp, fp = hit.cumsum(0), (1 - hit).cumsum(0)
+        curves.append((tp / positives, tp / (tp + fp).clamp(min=1e-12)))
+    return curves
+
+
+def _match_image(
+    pred: dict[str, Tensor],
+    target: dict[str, Tensor],
+    c: int,
+    iou_threshold: float,
+    scores: list[float],
+    hits: list[int],
+) -> int:
+    """Append the class-``c`` detections of one image to ``scores``/``hits`` (true positive
+    1, false positive 0; those matching an ignored object are left out) and return the
+    number of the image's non-ignored ground truths of the class."""
+    t_mask = target["labels"] == c
+    gt = target["boxes"][t_mask].float().reshape(-1, 4)
+    hard = target.get("difficult", target.get("iscrowd"))
+    ignore = hard[t_mask].bool() if hard is not None else torch.zeros(len(gt), dtype=torch.bool)
+    p_mask = pred["labels"] == c
+    boxes = pred["boxes"][p_mask].float().reshape(-1, 4)
+    p_scores = pred["scores"][p_mask].float()
+    taken = torch.zeros(len(gt), dtype=torch.bool)
+    iou = box_iou(boxes, gt) if len(gt) and len(boxes) else None
+    for i in p_scores.argsort(descending=True).tolist():
+        if iou is not None:
+            best, j = iou[i].max(0)
+            if float(best) >= iou_threshold:
+                if bool(ignore[j]):
+                    continue
+                if not bool(taken[j]):
+                    taken[j] = True
+                    scores.append(float(p_scores[i]))
+                    hits.append(1)
+                    continue
+        scores.append(float(p_scores[i]))
+        hits.append(0)
+    return int((~ignore).sum())
+
+
+def voc_ap(
+    preds: Sequence[dict[str, Tensor]],
+    targets: Sequence[dict[str, Tensor]],
+    num_classes: int,
+    iou_threshold: float = 0.5,
+    eleven_point: bool = True,
+) -> list[float]:
+    """Per-class VOC AP of detections ``preds`` against ``targets`` (one dict per image; the
+    arguments as :func:`pr_curves`).
+
+    Args:
         eleven_point: VOC2007's 11-point interpolation (True) or the all-point area (False).
 
     Returns:
@@ -66,51 +141,7 @@ def voc_ap(
     Raises:
         CnnzooError: if ``preds`` and ``targets`` hold different numbers of images.
     """
-    if len(preds) != len(targets):
-        raise CnnzooError(f"{len(preds)} images of detections but {len(targets)} of targets")
-    aps = []
-    for c in range(num_classes):
-        scores: list[float] = []
-        hits: list[int] = []  # 1 true positive, 0 false positive (ignored ones left out)
-        positives = 0
-        for pred, target in zip(preds, targets, strict=True):
-            t_mask = target["labels"] == c
-            gt = target["boxes"][t_mask].float().reshape(-1, 4)
-            hard = target.get("difficult", target.get("iscrowd"))
-            ignore = (
-                hard[t_mask].bool() if hard is not None else torch.zeros(len(gt), dtype=torch.bool)
-            )
-            positives += int((~ignore).sum())
-            p_mask = pred["labels"] == c
-            boxes = pred["boxes"][p_mask].float().reshape(-1, 4)
-            p_scores = pred["scores"][p_mask].float()
-            order = p_scores.argsort(descending=True)
-            taken = torch.zeros(len(gt), dtype=torch.bool)
-            iou = box_iou(boxes, gt) if len(gt) and len(boxes) else None
-            for i in order.tolist():
-                score = float(p_scores[i])
-                if iou is None:
-                    scores.append(score)
-                    hits.append(0)
-                    continue
-                best, j = iou[i].max(0)
-                if float(best) >= iou_threshold:
-                    if bool(ignore[j]):
-                        continue
-                    if not bool(taken[j]):
-                        taken[j] = True
-                        scores.append(score)
-                        hits.append(1)
-                        continue
-                scores.append(score)
-                hits.append(0)
-        if positives == 0:
-            aps.append(math.nan)
-            continue
-        order = torch.tensor(scores).argsort(descending=True, stable=True)
-        tp = torch.tensor(hits, dtype=torch.float64)[order].cumsum(0)
-        fp = (1 - torch.tensor(hits, dtype=torch.float64)[order]).cumsum(0)
-        recall = tp / positives
-        precision = tp / (tp + fp).clamp(min=1e-12)
-        aps.append(interpolated_ap(recall, precision, eleven_point))
-    return aps
+    return [
+        math.nan if curve is None else interpolated_ap(*curve, eleven_point)
+        for curve in pr_curves(preds, targets, num_classes, iou_threshold)
+    ]

@@ -15,7 +15,7 @@ from cnnzoo.families.assemble import flush_denormals
 from cnnzoo.families.measure import match_training_data, run_test
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.detection import DetectionTask
-from cnnzoo.tasks.voc_ap import voc_ap
+from cnnzoo.tasks.voc_ap import pr_curves, voc_ap
 
 
 @dataclass
@@ -76,8 +76,9 @@ def evaluate_detection(
 
     Returns:
         COCO mAP, mAP@0.5, mAP@0.75 (torchmetrics / pycocotools), the VOC mAP@0.5 and the
-        per-class table; with ``plot``, ``plots/class_ap_{split}.png`` and
-        ``plots/detections_{split}.png`` in the run.
+        per-class table; with ``plot``, ``plots/class_ap_{split}.png``,
+        ``plots/pr_curves_{split}.png`` (each class's precision-recall curve at IoU 0.5
+        and 0.75) and ``plots/detections_{split}.png`` in the run.
 
     Raises:
         CnnzooError: for a run that is not a detection run, a dataset with another number of
@@ -131,6 +132,11 @@ def evaluate_detection(
         title = f"{spec['model']} on {data} ({split})"
         pngs.append(plot_class_bars(coco, names, run.plots / f"class_ap_{split}.png",
                                     f"{title}: AP@[.5:.95]", xlabel="AP"))  # fmt: skip
+        from cnnzoo.viz.pr_curves import plot_pr_curves
+
+        curves = {iou: pr_curves(preds, targets, len(names), iou) for iou in (0.5, 0.75)}
+        pngs.append(plot_pr_curves(curves, names, run.plots / f"pr_curves_{split}.png",
+                                   f"{title}: precision-recall"))  # fmt: skip
         view = dm.splits[split]
         pngs.append(save_detections(task, dm, view, 4, run.plots / f"detections_{split}.png",
                                     names, title))  # fmt: skip
