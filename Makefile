@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # torch/torchvision pinned to the releases on this machine's disk; pyproject declares a range.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test lint format bench peers docs cli-docs notebooks clean
+.PHONY: venv demo test lint format bench peers docs cli-docs notebooks fuzz clean
 
 $(BIN)/cnnzoo: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,16 @@ docs: cli-docs
 # 300 s limit each; the executed copies, outputs included, go to build/notebooks/.
 notebooks: venv
 	$(BIN)/python scripts/run_notebooks.py
+
+# Every file reader fuzzed with a large budget: the hypothesis profile "fuzz" (2000 cases per
+# test, fresh randomness each time; `make test` runs the same tests with a small, fixed budget),
+# then the cases each reader saw (build/fuzz-report.json). Any exception but CnnzooError fails.
+fuzz: venv
+	mkdir -p build
+	CNNZOO_FUZZ_REPORT=build/fuzz-report.json $(BIN)/python -m pytest -m fuzz \
+		--hypothesis-profile=fuzz --hypothesis-show-statistics -p no:cacheprovider \
+		tests/test_fuzz_readers.py tests/test_fuzz_formats.py
+	$(BIN)/python tests/fuzzing.py build/fuzz-report.json
 
 # The peer benchmark's own environment (ultralytics, segmentation_models_pytorch): never cnnzoo's.
 peers: venv

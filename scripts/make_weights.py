@@ -192,6 +192,7 @@ def package_one(name: str, storage: str | None = None) -> None:
     recipe = RECIPES[name]
     run = RunDir.open(run_dir(name))
     spec = run.read_spec()
+    spec.pop("sha256", None)  # the run's file hash; the weight set records its own
     ship = recipe.get("ship_kwargs", {})
     spec["kwargs"] = {**spec["kwargs"], **ship}
     model = cnnzoo.create_model(spec["model"], **spec["kwargs"])

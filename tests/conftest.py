@@ -7,7 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 from PIL import Image
+
+# `make fuzz` runs the fuzz tests (test_fuzz_*.py) under this profile: each takes its
+# max_examples (the ordinary run gives each a small, derandomized budget; see fuzzing.py).
+settings.register_profile("fuzz", max_examples=2000)
 
 # One intra-op thread: the tests' models are tiny, and two threads spin-waiting on a busy
 # 2-core machine are up to 100x slower. Tests that need more set it themselves.

@@ -249,8 +249,9 @@ def create_model(
             raise CnnzooError(f"{key} must be a positive integer, got {value!r}")
     try:
         model = info.builder(**args)
-    except TypeError as err:
-        raise CnnzooError(f"model {name!r} does not accept these options: {err}") from None
+    except TypeError as err:  # (torch's own TypeErrors span lines: keep the first)
+        first = (str(err).splitlines() or [""])[0]
+        raise CnnzooError(f"model {name!r} does not accept these options: {first}") from None
     model.model_name = name  # type: ignore[assignment]
     model.model_kwargs = {k: v for k, v in args.items()}  # type: ignore[assignment]
     if weights is not None:

@@ -51,16 +51,16 @@ def parse_model_args(items: list[str]) -> dict[str, Any]:
     """Return ``--model-arg key=value`` items as a dict (values parsed as YAML).
 
     Raises:
-        CnnzooError: for an item without ``=``.
+        CnnzooError: for an item without ``=`` or a value that is not valid YAML.
     """
-    import yaml
+    from cnnzoo.documents import parse_yaml
 
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise CnnzooError(f"--model-arg expects key=value, got {item!r}")
-        out[key] = yaml.safe_load(value)
+        out[key] = parse_yaml(value, f"--model-arg {key}")
     return out
 
 

@@ -51,6 +51,20 @@ def train(
     subset: Annotated[int | None, typer.Option(help="use the first N training images")] = None,
     image_size: Annotated[int | None, typer.Option(help="image-folder resize")] = None,
     seed: int = 0,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            help="train N runs, seeds SEED..SEED+N-1, into OUT/seed-S; OUT/metrics.json: "
+            "each metric's mean ± std"
+        ),
+    ] = 1,
+    deterministic: Annotated[
+        bool,
+        typer.Option(
+            help="deterministic algorithms (GPU: cuDNN/cuBLAS too); an op without one stops "
+            "the run, named"
+        ),
+    ] = False,
     accelerator: Annotated[str, typer.Option(help="auto, cpu, gpu")] = "auto",
     devices: Annotated[str, typer.Option(help="number of devices (DDP when > 1) or 'auto'")] = "1",
     num_nodes: int = 1,
@@ -143,7 +157,16 @@ def train(
     autoanchor: Annotated[
         bool, typer.Option(help="detection: fit anchors/default boxes to the training boxes")
     ] = True,
-    resume: bool = False,
+    resume: Annotated[
+        bool, typer.Option(help="continue from RUN/checkpoints/last.ckpt (mid-epoch too)")
+    ] = False,
+    checkpoint_every: Annotated[
+        str,
+        typer.Option(
+            help="also write last.ckpt during epochs: a time (30s, 10m, 2h), steps "
+            "(500steps) or off"
+        ),
+    ] = "10m",
     overwrite: bool = False,
     progress: bool = True,
 ) -> None:
@@ -161,6 +184,12 @@ def train(
     )
     result = run_train(cfg)
     extra = {"run": result.run_dir, "epochs": result.epochs, "seconds": f"{result.seconds:.1f}"}
+    if result.std:  # --seeds N: mean ± sample standard deviation over the seeds
+        extra["seeds"] = f"{cfg.seed}..{cfg.seed + cfg.seeds - 1} (mean ± std)"
+        for k, v in sorted(result.metrics.items()):
+            extra[k] = f"{v:.4f} ± {result.std[k]:.4f}"
+        print_metrics(f"{model} on {data}", {}, extra)
+        return
     if "test/fid" in result.metrics or "test/fid_ab" in result.metrics:
         from cnnzoo.tasks.fid import FID_NAME
 

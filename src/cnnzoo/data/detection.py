@@ -45,6 +45,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from cnnzoo.data.folder import load_image
+from cnnzoo.documents import is_file
 from cnnzoo.errors import CnnzooError
 
 DetTarget = dict[str, torch.Tensor]
@@ -213,7 +214,7 @@ def image_size(path: Path) -> tuple[int, int]:
     Raises:
         CnnzooError: naming the file if it is missing or not an image.
     """
-    if not path.is_file():
+    if not is_file(path):
         raise CnnzooError(f"image file {path} does not exist")
     try:
         with Image.open(path) as img:

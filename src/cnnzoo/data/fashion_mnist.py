@@ -16,7 +16,10 @@ import functools
 import gzip
 import hashlib
 import http.client
+import io
+import math
 import os
+import struct
 import tempfile
 import urllib.error
 import urllib.request
@@ -85,33 +88,31 @@ _IDX_DTYPES: dict[int, str] = {
 # --------------------------------------------------------------------------------------------
 
 
+_GZIP_MAX_RATIO = 1032
+"""Deflate expands data at most about 1032-fold: a gzip of N bytes never holds more."""
+
+
 def _read_bytes(path: Path) -> bytes:
-    """The file's bytes, gunzipped when it starts with the gzip magic (whatever its name)."""
+    """The file's bytes, as stored (gzipped or not)."""
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            return f.read()
     except FileNotFoundError:
         raise CnnzooError(f"IDX file {path} does not exist") from None
     except IsADirectoryError:
         raise CnnzooError(f"IDX file {path} is a directory, expected a file") from None
     except OSError as exc:
         raise CnnzooError(f"cannot read IDX file {path}: {exc.strerror or exc}") from None
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (EOFError, zlib.error, OSError) as exc:  # gzip.BadGzipFile is an OSError
-        raise CnnzooError(
-            f"IDX file {path} is corrupt or truncated (gzip: {exc}); delete it and fetch it again"
-        ) from None
 
 
 def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
-    """Read one IDX file (LeCun's MNIST format), gzipped or not.
+    """Read one IDX file (LeCun's MNIST format), gzipped or not (the gzip magic decides).
 
     The header is two zero bytes, a type code (0x08 uint8, 0x09 int8, 0x0B int16, 0x0C int32,
     0x0D float32, 0x0E float64), the number of dimensions, then each dimension as a big-endian
-    int32; the big-endian data follows and must have exactly the announced size.
+    int32; the big-endian data follows and must have exactly the announced size. The size the
+    header announces is checked against what the file can hold before anything is read or
+    allocated, and a gzipped file is never decompressed past it (no gzip bombs).
 
     Returns:
         A tensor of the file's shape and dtype (native byte order, writable).
@@ -120,34 +121,58 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
         CnnzooError: naming the file, if it is missing, not IDX, corrupt or truncated.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise CnnzooError(f"IDX file {path} is truncated: {len(data)} bytes, no header")
-    zero1, zero2, code, ndim = data[0], data[1], data[2], data[3]
-    if zero1 != 0 or zero2 != 0 or code not in _IDX_DTYPES:
+    raw = _read_bytes(path)
+    gzipped = raw[:2] == b"\x1f\x8b"
+    stream = gzip.GzipFile(fileobj=io.BytesIO(raw)) if gzipped else io.BytesIO(raw)
+    try:
+        head = stream.read(4)
+        if len(head) < 4:
+            raise CnnzooError(f"IDX file {path} is truncated: {len(head)} bytes, no header")
+        zero1, zero2, code, ndim = head
+        if zero1 != 0 or zero2 != 0 or code not in _IDX_DTYPES:
+            raise CnnzooError(
+                f"IDX file {path} has bad magic number 0x{head.hex()}: "
+                "expected 0x0000 followed by a type code (08, 09, 0b, 0c, 0d, 0e) and a rank"
+            )
+        if ndim == 0:
+            raise CnnzooError(f"IDX file {path} declares 0 dimensions, expected at least 1")
+        header = 4 + 4 * ndim
+        dims = stream.read(4 * ndim)
+        if len(dims) < 4 * ndim:
+            raise CnnzooError(
+                f"IDX file {path} is truncated: header of {ndim} dimensions needs {header} bytes, "
+                f"file has {4 + len(dims)}"
+            )
+        shape = struct.unpack(f">{ndim}I", dims)
+        dtype = np.dtype(_IDX_DTYPES[code])
+        expected = math.prod(shape) * dtype.itemsize  # Python ints: no overflow
+        room = len(raw) * _GZIP_MAX_RATIO if gzipped else len(raw) - header
+        if expected > room:
+            held = f"its {len(raw)} gzipped bytes cannot hold that" if gzipped else (
+                f"file has {room}")  # fmt: skip
+            raise CnnzooError(
+                f"IDX file {path} is truncated: shape {shape} needs {expected} bytes of data, "
+                f"{held}"
+            )
+        data = stream.read(expected + 1)  # one more: a longer file is refused, not read
+    except (EOFError, zlib.error, OSError) as exc:  # gzip.BadGzipFile is an OSError
         raise CnnzooError(
-            f"IDX file {path} has bad magic number 0x{data[:4].hex()}: "
-            "expected 0x0000 followed by a type code (08, 09, 0b, 0c, 0d, 0e) and a rank"
-        )
-    if ndim == 0:
-        raise CnnzooError(f"IDX file {path} declares 0 dimensions, expected at least 1")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise CnnzooError(
-            f"IDX file {path} is truncated: header of {ndim} dimensions needs {header} bytes, "
-            f"file has {len(data)}"
-        )
-    shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[code])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    actual = len(data) - header
-    if actual != expected:
-        kind = "truncated" if actual < expected else "too long"
+            f"IDX file {path} is corrupt or truncated (gzip: {exc}); delete it and fetch it again"
+        ) from None
+    if len(data) != expected:
+        kind = "truncated" if len(data) < expected else "too long"
+        has = len(data) if len(data) < expected else f"more than {expected}"
         raise CnnzooError(
             f"IDX file {path} is {kind}: shape {shape} needs {expected} bytes of data, "
-            f"file has {actual}"
+            f"file has {has}"
         )
-    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    try:
+        array = np.frombuffer(data, dtype=dtype).reshape(shape)
+    except ValueError:  # an empty shape whose other dimensions overflow numpy's index type
+        raise CnnzooError(
+            f"IDX file {path} declares shape {shape}: expected dimensions whose product, "
+            "leaving out zeros, fits a 64-bit index"
+        ) from None
     return torch.from_numpy(array.astype(dtype.newbyteorder("="), copy=True))
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from cnnzoo.documents import is_file
 from cnnzoo.errors import CnnzooError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
@@ -277,7 +278,7 @@ def load_image(
     if channels not in (1, 3):
         raise CnnzooError(f"channels={channels!r} is not supported: expected 1 or 3")
     size = None if image_size is None else _size_pair(image_size)
-    if not path.is_file():
+    if not is_file(path):  # (a name too long for the system is missing too)
         raise CnnzooError(f"image file {path} does not exist")
     try:
         with Image.open(path) as img:

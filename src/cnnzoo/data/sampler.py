@@ -4,14 +4,19 @@ Each epoch draws one global permutation (seeded by seed + epoch); global batch k
 slice of it whatever the world size, and rank r takes every world-size-th sample of it. With
 synchronised BN and averaged gradients, DDP over N processes then computes exactly the step
 one process computes on the whole global batch.
+
+:class:`ResumableLoader` serves them and remembers where it is in the epoch, so a run that was
+stopped part-way through an epoch continues with the next batch it would have taken (its
+``state_dict`` goes into every checkpoint).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -48,6 +53,13 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self.start = 0
+
+    @property
+    def sampler(self) -> GlobalBatchSampler:
+        """The sampler itself: Lightning calls ``batch_sampler.sampler.set_epoch(epoch)`` at
+        the start of every epoch, and this is how it finds :meth:`set_epoch`."""
+        return self
 
     def set_epoch(self, epoch: int) -> None:
         """Choose the permutation of ``epoch`` (Lightning calls this each epoch)."""
@@ -58,12 +70,71 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return full if self.drop_last or rest < self.world_size else full + 1
 
     def __iter__(self) -> Iterator[list[int]]:
+        """Yield this rank's share of each global batch of the epoch, from global batch
+        ``start`` on (``start`` then returns to 0: only one pass skips)."""
+        start, self.start = self.start, 0
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
             order = torch.randperm(self.num_samples, generator=g)
         else:
             order = torch.arange(self.num_samples)
-        for i in range(len(self)):
+        for i in range(start, len(self)):
             batch = order[i * self.global_batch_size : (i + 1) * self.global_batch_size]
             usable = len(batch) - len(batch) % self.world_size
             yield batch[:usable][self.rank :: self.world_size].tolist()
+
+
+class ResumableLoader(DataLoader):
+    """A :class:`~torch.utils.data.DataLoader` over a :class:`GlobalBatchSampler` that knows
+    its place in the epoch: ``state_dict`` is the epoch and the batches served in it, and
+    after ``load_state_dict`` the next pass starts where that one stopped.
+
+    Checkpoints keep this state (:meth:`cnnzoo.data.splits.SplitDataModule.state_dict`), and
+    a run resumed part-way through an epoch continues with the next batch; a checkpoint taken
+    at the end of an epoch resumes at the start of the next. The count is of batches handed
+    to the training loop (not of indices the worker processes have prefetched).
+
+    Starting a pass draws nothing from the global random generator (a plain loader draws its
+    worker seed there): the loader has its own generator, seeded by the sampler's seed and
+    epoch, so a resumed run's augmentation and dropout draws stay in step with an
+    uninterrupted run's.
+    """
+
+    batch_sampler: GlobalBatchSampler
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("generator", torch.Generator())
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.batch_sampler, GlobalBatchSampler):
+            raise TypeError("ResumableLoader needs a GlobalBatchSampler as its batch_sampler")
+        self.served = 0
+        self._resume_at = 0
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        """Start a pass (the base iterator is created now, as a plain loader's is) and count
+        the batches it hands out."""
+        sampler = self.batch_sampler
+        sampler.start = self._resume_at
+        self.served, self._resume_at = self._resume_at, 0
+        if self.generator is not None:  # the workers' seeds: of this epoch, not of the clock
+            self.generator.manual_seed((sampler.seed * 1_000_003 + sampler.epoch) % 2**63)
+        return self._count(super().__iter__())
+
+    def _count(self, batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            self.served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        """Return ``{"epoch": the sampler's epoch, "batches": batches served in it}``."""
+        return {"epoch": self.batch_sampler.epoch, "batches": self.served}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        """Continue from ``state_dict`` (see :meth:`state_dict`): the next pass skips the
+        batches already served in that epoch; a finished epoch continues with the next one.
+        """
+        epoch, done = int(state_dict["epoch"]), int(state_dict["batches"])
+        if done >= len(self.batch_sampler):
+            epoch, done = epoch + 1, 0
+        self.batch_sampler.set_epoch(epoch)
+        self._resume_at = done

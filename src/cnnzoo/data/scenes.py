@@ -176,7 +176,7 @@ def _expected_files(root: Path, settings: dict[str, Any]) -> list[Path]:
 def _existing_matches(root: Path, settings: dict[str, Any]) -> bool:
     try:
         meta = json.loads((root / META_FILE).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return False
     if not isinstance(meta, dict) or meta.get("settings") != settings:
         return False

@@ -39,6 +39,7 @@ from cnnzoo.data.segmentation import (
 )
 from cnnzoo.data.splits import SplitDataModule
 from cnnzoo.data.transforms import normalize_batch
+from cnnzoo.documents import read_text
 from cnnzoo.errors import CnnzooError
 
 SCENES = "scenes"
@@ -195,7 +196,7 @@ def _read_class_names(root: Path) -> list[str] | None:
     path = root / "classes.txt"
     if not path.is_file():
         return None
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path, "class list").splitlines() if line.strip()]
     if not names:
         raise CnnzooError(f"{path} lists no class names: expected one name per line")
     return names

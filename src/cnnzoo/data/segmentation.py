@@ -37,6 +37,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from cnnzoo.data.folder import IMAGE_EXTENSIONS, load_image
+from cnnzoo.documents import is_file
 from cnnzoo.errors import CnnzooError
 
 IGNORE_INDEX = 255
@@ -70,7 +71,7 @@ def load_mask(path: str | os.PathLike[str]) -> torch.Tensor:
             single-channel (``L``/``P``) image, e.g. an RGB colour-coded mask.
     """
     path = Path(path)
-    if not path.is_file():
+    if not is_file(path):
         raise CnnzooError(f"mask file {path} does not exist")
     try:
         with Image.open(path) as img:

@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from cnnzoo.data.sampler import GlobalBatchSampler
+from cnnzoo.data.sampler import GlobalBatchSampler, ResumableLoader
 from cnnzoo.errors import CnnzooError
 
 
@@ -17,7 +17,8 @@ class SplitDataModule(L.LightningDataModule):
 
     Subclasses fill ``splits`` and set ``data``, ``batch_size``, ``seed``, ``num_workers``;
     ``collate_fn`` batches their samples. Batches come from a :class:`GlobalBatchSampler`,
-    so 1 or N DDP processes see the same global batches; ``eval_split`` is what
+    so 1 or N DDP processes see the same global batches; the training loader is a
+    :class:`ResumableLoader` (``--resume`` continues mid-epoch); ``eval_split`` is what
     ``test_dataloader`` serves (``cnnzoo eval --split``).
     """
 
@@ -42,7 +43,8 @@ class SplitDataModule(L.LightningDataModule):
             len(dataset), self.batch_size, shuffle=train, seed=self.seed, rank=rank,
             world_size=world,
         )  # fmt: skip
-        return DataLoader(
+        loader = ResumableLoader if train else DataLoader  # training resumes mid-epoch
+        return loader(
             dataset,
             batch_sampler=sampler,
             collate_fn=type(self).collate_fn,
@@ -51,7 +53,35 @@ class SplitDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
+        loader = self._loader("train", train=True)
+        assert isinstance(loader, ResumableLoader)
+        resume = getattr(self, "_resume_train", None)
+        if resume is not None:
+            loader.load_state_dict(resume)
+            self._resume_train = None
+        self._train_loader = loader
+        return loader
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return where the training loader is in its epoch (Lightning keeps it in every
+        checkpoint): ``{"train_loader": {"epoch": ..., "batches": ...}}``, or ``{}`` before
+        training."""
+        loader = getattr(self, "_train_loader", None)
+        return {"train_loader": loader.state_dict()} if loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Make the training loader continue where the checkpoint's stopped (a run resumed
+        part-way through an epoch takes the next batch it would have taken).
+
+        Lightning calls this before it asks for the loader. (It also restores a stateful
+        loader itself, but not when ``configure_optimizers`` has asked for
+        ``estimated_stepping_batches`` first, as cnnzoo's schedules do: Lightning issue
+        #20550.)
+        """
+        self._resume_train = state_dict.get("train_loader")
+        loader = getattr(self, "_train_loader", None)
+        if loader is not None and self._resume_train is not None:  # loader made already
+            loader.load_state_dict(self._resume_train)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", train=False)

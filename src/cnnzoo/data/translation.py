@@ -29,7 +29,6 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -144,14 +143,9 @@ class UnpairedFolders(Dataset[Pair]):
 
 
 def _load_label_map(path: Path, size: tuple[int, int] | None) -> Tensor:
-    from PIL import Image
+    from cnnzoo.data.segmentation import load_mask
 
-    with Image.open(path) as img:
-        if img.mode not in ("L", "P"):
-            raise CnnzooError(
-                f"label map {path} has mode {img.mode}: expected a single-channel (L or P) PNG"
-            )
-        labels = torch.from_numpy(np.array(img, dtype=np.int64))
+    labels = load_mask(path)  # names the file if it is undecodable or not single-channel
     if size is not None and tuple(labels.shape) != size:
         labels = F.interpolate(labels[None, None].float(), size=size, mode="nearest")[0, 0].long()
     return labels

@@ -65,6 +65,7 @@ class TrainConfig:
     backbone_lr_scale: float = 1.0
     unfreeze_every: int = 1
     resume: bool = False
+    checkpoint_every: str | None = "10m"  # last.ckpt mid-epoch too: 10m, 500steps, off
     overwrite: bool = False
     progress: bool = True
     backbone: str | None = None
@@ -85,6 +86,8 @@ class TrainConfig:
     crop_padding: int | None = None
     det_augment: str | None = None
     autoanchor: bool = True
+    deterministic: bool = False
+    seeds: int = 1
 
     def resolved(self, defaults: Mapping[str, Any]) -> TrainConfig:
         """Return a copy with the options left unset (None) filled from ``defaults`` (the
@@ -97,8 +100,8 @@ SHARED_OPTIONS: frozenset[str] = frozenset({
     "model", "data", "out", "data_dir", "epochs", "batch_size", "optimizer", "lr", "momentum",
     "nesterov", "weight_decay", "scheduler", "augment", "val_fraction", "subset", "seed",
     "accelerator", "devices", "num_nodes", "precision", "channels_last", "max_time_minutes",
-    "time_minutes", "num_workers", "model_kwargs", "resume", "overwrite", "progress",
-    "recipe", "ema_decay",
+    "time_minutes", "num_workers", "model_kwargs", "resume", "checkpoint_every", "overwrite",
+    "progress", "recipe", "ema_decay", "deterministic", "seeds",
 })  # fmt: skip
 """The :class:`TrainConfig` fields every family takes; each of the others belongs to the
 families that list it in :attr:`Family.options`, and a run of another family that sets it is
@@ -139,6 +142,7 @@ class TrainResult:
     class_names: list[str] = field(default_factory=list)
     class_iou: torch.Tensor | None = None
     steps: int = 0
+    std: dict[str, float] = field(default_factory=dict)  # per metric, over --seeds runs
 
 
 NOT_EXPORTED: dict[str, str] = {

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
+from cnnzoo.files import check_recorded_sha256
 from cnnzoo.weights.cache import local_file
 from cnnzoo.weights.catalog import get as get_weight_set
 from cnnzoo.weights.catalog import looks_like_weight_name
@@ -107,7 +108,8 @@ def resolve_weights_path(path: str | Path) -> Path:
 
 def read_source_spec(source: str | Path) -> dict | None:
     """Return the ``model.json`` document of a run directory, of the file beside it, or of a
-    named weight set; None for a bare weights file (e.g. torchvision's ``.pth``).
+    named weight set; None for a bare weights file (e.g. torchvision's ``.pth``) or a
+    ``model.json`` that cannot be read or is not a mapping.
 
     Raises:
         CnnzooError: for an unknown weight set name.
@@ -117,9 +119,10 @@ def read_source_spec(source: str | Path) -> dict | None:
         return dict(get_weight_set(str(source), as_path=True).spec)
     spec = (path if path.is_dir() else path.parent) / _RUN_SPEC
     try:
-        return json.loads(spec.read_text()) if spec.is_file() else None
-    except (OSError, ValueError):
+        document = json.loads(spec.read_text()) if spec.is_file() else None
+    except (OSError, ValueError, RecursionError):  # unreadable: as if there were none
         return None
+    return document if isinstance(document, dict) else None
 
 
 def load_weights(
@@ -144,7 +147,8 @@ def load_weights(
         convolution as information (``logging.getLogger("cnnzoo")``).
 
     Raises:
-        CnnzooError: for a missing or unreadable file, one that is not a state dict, and
+        CnnzooError: for a missing or unreadable file, one that is not a state dict, a run's
+            weights changed after training (their SHA-256 differs from ``model.json``'s), and
             (with ``strict_body``) weights of another architecture: the message names the
             first missing/unexpected keys, or the key whose shape differs with both shapes.
     """
@@ -156,6 +160,9 @@ def load_weights(
         path = resolve_weights_path(path_or_state_dict)
         named = not Path(path_or_state_dict).exists()  # a weight set's name
         report.source = str(path_or_state_dict if named else path)
+        if not named:  # a run's weights: refused if changed after training
+            recorded = (read_source_spec(path) or {}).get("sha256")
+            check_recorded_sha256(path, recorded, str(path.parent / _RUN_SPEC))
         source = read_state_dict(path)
         spec_model = _spec_model_name(Path(path_or_state_dict) if named else path)
     elif isinstance(path_or_state_dict, Mapping):

@@ -17,7 +17,10 @@ schedule into the budget, so that the schedule has annealed when time is up (a p
    close to the budget with the learning rate at the schedule's final value.
 
 In a distributed run rank 0's clock decides, broadcast to every rank. A resumed run
-(``--resume``) gets the whole budget again from where it resumed.
+(``--resume``, or a ``torchrun`` restart) counts the seconds, steps and epochs of the runs
+before it, as saved in the checkpoint: the budget is for the whole run, however often it was
+interrupted (a checkpoint written before this was kept gives the whole budget again from
+where it resumed).
 """
 
 from __future__ import annotations
@@ -131,11 +134,16 @@ class TimeBudget(Callback):
         self._first_epoch = 0
         self._probes = list(PROBES)
         self._schedules: list[ProgressSchedule] = []
+        self._previous = 0.0  # seconds of the runs before a resume
+        self._resumed = False
+        self._limits: tuple[int, int] | None = None  # the plan's (max_epochs, max_steps)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = self.clock()
-        self._first_step = trainer.global_step
-        self._first_epoch = trainer.current_epoch
+        if not self._resumed:  # else the first step and epoch of the first run are kept
+            self._first_step = trainer.global_step
+            self._first_epoch = trainer.current_epoch
+        self._set_limits(trainer)  # a resumed run: the plan it had when it was saved
         self._schedules = [
             c.scheduler
             for c in trainer.lr_scheduler_configs
@@ -143,17 +151,22 @@ class TimeBudget(Callback):
         ]
 
     def _elapsed(self, trainer: L.Trainer) -> float:
-        return float(trainer.strategy.broadcast(self.clock() - self._start, src=0))
+        elapsed = self._previous + self.clock() - self._start
+        return float(trainer.strategy.broadcast(elapsed, src=0))
 
     def _apply(self, trainer: L.Trainer, elapsed: float, plan: Plan) -> None:
-        trainer.fit_loop.max_epochs = self._first_epoch + plan.epochs
         total = self._first_step + plan.steps
-        trainer.fit_loop.epoch_loop.max_steps = total if plan.partial else -1
+        self._limits = (self._first_epoch + plan.epochs, total if plan.partial else -1)
+        self._set_limits(trainer)
         for schedule in self._schedules:
             schedule.retarget(total)
         decision = (round(elapsed, 2), self._first_epoch + plan.epochs, total)
         if not self.decisions or self.decisions[-1][1:] != decision[1:]:
             self.decisions.append(decision)
+
+    def _set_limits(self, trainer: L.Trainer) -> None:
+        if self._limits is not None:
+            trainer.fit_loop.max_epochs, trainer.fit_loop.epoch_loop.max_steps = self._limits
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
@@ -194,7 +207,7 @@ class TimeBudget(Callback):
         lrs = [g["lr"] for s in self._schedules for g in s.optimizer.param_groups]
         return {
             "budget_seconds": self.budget,
-            "seconds": round(self.clock() - self._start, 2),
+            "seconds": round(self._previous + self.clock() - self._start, 2),
             "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
             "final_lr": lrs[0] if lrs else None,
@@ -204,7 +217,27 @@ class TimeBudget(Callback):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"budget": self.budget, "decisions": [list(d) for d in self.decisions]}
+        """Return the budget, the decisions, and where the run stands: the seconds so far,
+        the step and epoch it started at and the first-epoch probes still to come (a resumed
+        run goes on counting from them)."""
+        return {
+            "budget": self.budget,
+            "decisions": [list(d) for d in self.decisions],
+            "seconds": self._previous + self.clock() - self._start,
+            "first_step": self._first_step,
+            "first_epoch": self._first_epoch,
+            "probes": list(self._probes),
+            "limits": list(self._limits) if self._limits is not None else None,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue the run ``state_dict`` describes (see :meth:`state_dict`)."""
         self.decisions = [tuple(d) for d in state_dict.get("decisions", [])]  # type: ignore[misc]
+        if "seconds" in state_dict:
+            self._previous = float(state_dict["seconds"])
+            self._first_step = int(state_dict["first_step"])
+            self._first_epoch = int(state_dict["first_epoch"])
+            self._probes = [float(p) for p in state_dict["probes"]]
+            limits = state_dict.get("limits")
+            self._limits = (int(limits[0]), int(limits[1])) if limits else None
+            self._resumed = True

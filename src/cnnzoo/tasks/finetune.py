@@ -154,5 +154,9 @@ class FineTuning(L.Callback):
         self.model = model
         self.history: list[TrainableReport] = []
 
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed part-way through an epoch does not start that epoch again
+        apply_plan(self.model, self.plan, trainer.current_epoch)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.history.append(apply_plan(self.model, self.plan, trainer.current_epoch))

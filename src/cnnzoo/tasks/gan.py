@@ -34,6 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError, NonFiniteLossError
+from cnnzoo.layers.gan_training import ImagePool
+from cnnzoo.tasks.checkpointing import all_processes
 from cnnzoo.tasks.fid import TestFID, log_test_fid
 from cnnzoo.tasks.translation_metrics import PairedTranslationScores, UnpairedTranslationScores
 
@@ -142,13 +144,37 @@ class GANTask(L.LightningModule):
         if not torch.isfinite(loss):
             raise NonFiniteLossError(self.global_step, self.current_epoch, float(loss))
 
-    def on_train_epoch_end(self) -> None:
-        for scheduler in self.lr_schedulers() or []:  # type: ignore[union-attr]
-            scheduler.step()
+    def _pools(self) -> dict[str, ImagePool]:
+        found = ((f"{name}.{attr}", value) for name, module in self.named_modules()
+                 for attr, value in vars(module).items())  # fmt: skip
+        return {key: value for key, value in found if isinstance(value, ImagePool)}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # CycleGAN's image pools: every process's, so a resumed run draws from the same history
+        pools = {key: [t.cpu() for t in pool.images] for key, pool in self._pools().items()}
+        if pools:
+            checkpoint["image_pools"] = all_processes(self.trainer, pools)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("image_pools") or []
+        trainer = self._trainer  # None when loaded outside a Trainer
+        if trainer is not None and len(saved) == trainer.world_size:  # else they fill again
+            for key, pool in self._pools().items():
+                pool.images = [t.to(self.device) for t in saved[self.global_rank].get(key, [])]
+
+    def _set_data_epoch(self, epoch: int) -> None:
         datasets = getattr(self.trainer, "datamodule", None)
         train = getattr(datasets, "splits", {}).get("train") if datasets is not None else None
         if hasattr(train, "set_epoch"):  # unpaired data: new partners every epoch
-            train.set_epoch(self.current_epoch + 1)
+            train.set_epoch(epoch)
+
+    def on_train_start(self) -> None:
+        self._set_data_epoch(self.current_epoch)  # a resumed run: the partners of its epoch
+
+    def on_train_epoch_end(self) -> None:
+        for scheduler in self.lr_schedulers() or []:  # type: ignore[union-attr]
+            scheduler.step()
+        self._set_data_epoch(self.current_epoch + 1)
 
     def on_test_epoch_start(self) -> None:
         samples = self.hparams.get("fid_samples", 0)

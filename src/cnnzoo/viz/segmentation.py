@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cnnzoo.viz.figure import save_image
+
 IGNORE_COLOUR = (255, 255, 255)
 
 
@@ -85,10 +87,7 @@ def save_label_png(mask: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     """
     image = Image.fromarray(np.asarray(mask, dtype=np.uint8), mode="P")
     image.putpalette(palette().flatten().tolist())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    return save_image(image, path)
 
 
 def plot_overlays(

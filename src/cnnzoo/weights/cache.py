@@ -356,7 +356,7 @@ def _record(path: Path) -> Path:
 def _read_record(path: Path) -> list[int] | None:
     try:
         return json.loads(_record(path).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

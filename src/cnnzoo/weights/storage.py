@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from cnnzoo.errors import CnnzooError
+from cnnzoo.errors import CnnzooError, load_error_line
 
 STORAGES = ("fp32", "fp16", "int8")
 STORAGE_KEY = "cnnzoo.storage"
@@ -86,7 +86,8 @@ def read_safetensors(path: str | Path) -> dict[str, Tensor]:
     """Read a safetensors file into a float32 state dict, expanding cnnzoo's storage types.
 
     Raises:
-        CnnzooError: if the file cannot be parsed as safetensors (the message names it).
+        CnnzooError: if the file cannot be parsed as safetensors, or its cnnzoo storage
+            header or int8 scales are wrong (the message names it).
     """
     from safetensors import safe_open
 
@@ -95,8 +96,16 @@ def read_safetensors(path: str | Path) -> dict[str, Tensor]:
             metadata = f.metadata()
             tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
     except Exception as err:  # any parse failure becomes one clear line
-        raise CnnzooError(f"cannot read weights from {path}: {_one_line(err)}") from None
-    return decode(tensors, metadata)
+        raise CnnzooError(f"cannot read weights from {path}: {load_error_line(err)}") from None
+    try:
+        return decode(tensors, metadata)
+    except CnnzooError as err:
+        raise CnnzooError(f"cannot read weights from {path}: {err}") from None
+    except RuntimeError as err:  # int8 scales that do not fit their tensor
+        first = (str(err).splitlines() or [""])[0]
+        raise CnnzooError(
+            f"cannot read weights from {path}: int8 scales do not fit ({first})"
+        ) from None
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -119,28 +128,12 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any parse failure becomes one clear line
-        raise CnnzooError(f"cannot read weights from {path}: {_one_line(err)}") from None
+        raise CnnzooError(f"cannot read weights from {path}: {load_error_line(err)}") from None
     if isinstance(obj, Mapping) and "state_dict" in obj:  # Lightning checkpoints
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CnnzooError(f"{path} does not hold a state dict (name -> tensor)")
     return dict(obj)
-
-
-def _one_line(err: BaseException) -> str:
-    """The part of a loader's message that says what was wrong, on one line (torch's refusal
-    of a pickle that would run code spans eight lines and suggests allow-listing it)."""
-    import re
-
-    text = str(err)
-    asked = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if asked:
-        return (f"refused to unpickle it: it asks for {asked.group(1)}, and cnnzoo only reads "
-                "plain tensors from a weights file (never code)")  # fmt: skip
-    if "Weights only load failed" in text:
-        return "refused to unpickle it: it holds more than plain tensors"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 def _quantize(weight: Tensor) -> tuple[Tensor, Tensor]:

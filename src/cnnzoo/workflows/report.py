@@ -9,7 +9,9 @@ embedded as base64 data URIs and the CSS is inline, so the file can be mailed or
 alone; nothing needs JavaScript.
 
 Any task's runs work (classification, segmentation, detection, generative, compressed):
-the page shows what a run has and skips what it lacks.
+the page shows what a run has and skips what it lacks. A multi-seed run (``cnnzoo train
+--seeds N``, :mod:`cnnzoo.workflows.seeds`) shows each metric as mean ± std, a table of its
+seeds' values and the plots of every seed's run.
 """
 
 from __future__ import annotations
@@ -19,14 +21,14 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from html import escape
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from cnnzoo.documents import parse_yaml
 from cnnzoo.errors import CnnzooError
 from cnnzoo.files import atomic_write_text
 
@@ -38,6 +40,7 @@ CSV_NOT_CURVES = ("epoch", "step", "seconds")
 MAX_PLOTS_PER_RUN = 40
 MAX_OVERLAYS = 12
 TOP_LOSSES_LIMIT = 1000  # test images scored per run, so a report stays quick
+SEED_FOLDER = re.compile(r"seed--?\d+")  # a multi-seed run's per-seed runs (workflows/seeds.py)
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:2em auto;max-width:1200px;
@@ -71,6 +74,23 @@ class RunRecord:
         m = self.summary.get("metrics")
         return m if isinstance(m, dict) else {}
 
+    @property
+    def seeds(self) -> dict[str, Any]:
+        """A multi-seed run's ``multi_seed`` section of metrics.json (empty for one seed)."""
+        m = self.summary.get("multi_seed")
+        return m if isinstance(m, dict) else {}
+
+    @property
+    def std(self) -> dict[str, Any]:
+        """Per metric, its standard deviation over a multi-seed run's seeds (else empty)."""
+        m = self.seeds.get("std")
+        return m if isinstance(m, dict) else {}
+
+    def seed_list(self, key: str) -> list[Any]:
+        """A list of a multi-seed run's ``multi_seed`` section (``seeds``, ``runs``), or []."""
+        m = self.seeds.get(key)
+        return m if isinstance(m, list) else []
+
     def get(self, key: str) -> Any:
         """Return ``key`` from metrics.json, else model.json, else config.yaml (or None)."""
         aliases = {"dataset": "data"}
@@ -87,7 +107,7 @@ def _read(run: RunRecord, name: str, parse: Any) -> Any:
         return None
     try:
         return parse(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError, csv.Error) as err:
+    except (OSError, ValueError, RecursionError, CnnzooError, csv.Error) as err:
         run.problems.append(f"{name} could not be read ({type(err).__name__})")
         return None
 
@@ -113,7 +133,7 @@ def load_run(path: str | Path, name: str | None = None) -> RunRecord:
     for attr, file, parse in (
         ("summary", "metrics.json", json.loads),
         ("spec", "model.json", json.loads),
-        ("config", "config.yaml", yaml.safe_load),
+        ("config", "config.yaml", lambda text: parse_yaml(text, "config.yaml")),  # no bombs
     ):
         value = _read(run, file, parse)
         if isinstance(value, dict):
@@ -126,6 +146,9 @@ def load_run(path: str | Path, name: str | None = None) -> RunRecord:
         top = sorted(p.glob("plots/*.png"))
         nested = sorted(q for q in p.glob("plots/*/**/*.png") if q.is_file())
         run.plots = [q for q in top if q.is_file()] + nested
+    for folder in run.seed_list("runs"):  # a multi-seed run: each seed's own plots
+        if isinstance(folder, str) and SEED_FOLDER.fullmatch(folder) and (p / folder).is_dir():
+            run.plots += sorted(q for q in (p / folder).glob("plots/*.png") if q.is_file())
     return run
 
 
@@ -164,8 +187,9 @@ def _fmt(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _cell(value: Any, best: bool = False) -> str:
-    """One ``<td>``: numbers right-aligned, the exact value in the tooltip."""
+def _cell(value: Any, best: bool = False, std: Any = None) -> str:
+    """One ``<td>``: numbers right-aligned, the exact value in the tooltip; with ``std`` (a
+    multi-seed run's mean), ``mean ± std``."""
     classes = []
     if _number(value) is not None and not isinstance(value, str):
         classes.append("num")
@@ -173,7 +197,11 @@ def _cell(value: Any, best: bool = False) -> str:
         classes.append("best")
     cls = f' class="{" ".join(classes)}"' if classes else ""
     title = f' title="{escape(repr(value))}"' if isinstance(value, float) else ""
-    return f"<td{cls}{title}>{escape(_fmt(value))}</td>"
+    text = _fmt(value)
+    if _number(std) is not None and _number(value) is not None:
+        text += f" ± {_fmt(float(std))}"
+        title = f' title="{escape(repr(value))} ± {escape(repr(std))}"'
+    return f"<td{cls}{title}>{escape(text)}</td>"
 
 
 def _lower_is_better(metric: str) -> bool:
@@ -214,12 +242,19 @@ def _summary_table(runs: list[RunRecord]) -> str:
     methods = [_compression_method(r) for r in runs]
     if any(methods):
         columns.append("compression")
+    seeded = any(r.seeds for r in runs)
+    if seeded:
+        columns.append("seeds")
     best = {m: best_runs(runs, m) for m in metrics}
     body = []
     for i, r in enumerate(runs):
         cells = [f"<td>{escape(r.name)}</td>"]
-        cells += [_cell(methods[i] if c == "compression" else r.get(c)) for c in columns]
-        cells += [_cell(r.metrics.get(m), i in best[m]) for m in metrics]
+        for c in columns:
+            if c == "seeds":
+                cells.append(_cell(len(r.seed_list("seeds")) or 1))
+            else:
+                cells.append(_cell(methods[i] if c == "compression" else r.get(c)))
+        cells += [_cell(r.metrics.get(m), i in best[m], r.std.get(m)) for m in metrics]
         body.append(f"<tr>{''.join(cells)}</tr>")
     note = (
         '<p class="note">Best per metric among runs of the same task highlighted (lowest for '
@@ -228,6 +263,11 @@ def _summary_table(runs: list[RunRecord]) -> str:
         if metrics
         else '<p class="note">No run has test metrics.</p>'
     )
+    if seeded:
+        note += (
+            '<p class="note">Runs of several seeds (<code>cnnzoo train --seeds N</code>): '
+            "mean ± sample standard deviation over the seeds; seconds is their total.</p>"
+        )
     return _table(["run", *columns, *metrics], body) + note
 
 
@@ -334,8 +374,8 @@ def _img(data: bytes, alt: str) -> str:
 def _details_table(run: RunRecord) -> str:
     """Everything else metrics.json holds (compression, class IoU / AP, ...), flattened."""
     standard = {"model", "task", "dataset", "epochs", "seconds", "params", "metrics"}
-    extra = {k: v for k, v in run.summary.items() if k not in standard}
-    parts = []
+    extra = {k: v for k, v in run.summary.items() if k not in standard | {"multi_seed"}}
+    parts = [_seeds_table(run)] if run.seeds else []
     other = {k: v for k, v in run.metrics.items() if not k.startswith("test/")}
     for title, data in (("", other), *extra.items()):
         flat = _flatten(data, title) if isinstance(data, dict) else {title: data}
@@ -344,6 +384,21 @@ def _details_table(run: RunRecord) -> str:
         body = [f"<tr><td><code>{escape(k)}</code></td>{_cell(v)}</tr>" for k, v in flat.items()]
         parts.append(_table(["entry", "value"], body))
     return "".join(parts)
+
+
+def _seeds_table(run: RunRecord) -> str:
+    """A multi-seed run's values per seed (one row each), then their mean and std."""
+    seeds = run.seed_list("seeds")
+    values = run.seeds.get("values")
+    values = values if isinstance(values, dict) else {}
+    metrics = sorted(k for k, v in values.items() if isinstance(v, list) and len(v) == len(seeds))
+    body = []
+    for i, seed in enumerate(seeds):
+        cells = "".join(_cell(values[m][i]) for m in metrics)
+        body.append(f"<tr><td>seed {escape(str(seed))}</td>{cells}</tr>")
+    for label, source in (("mean", run.metrics), ("std", run.std)):
+        body.append(f"<tr><th>{label}</th>{''.join(_cell(source.get(m)) for m in metrics)}</tr>")
+    return _table(["seed", *metrics], body)
 
 
 def _mistakes_section(run: RunRecord, n: int) -> str:
@@ -392,7 +447,8 @@ def _run_section(run: RunRecord, index: int, top_losses: int = 0) -> str:
         except OSError:
             out.append(f'<p class="note">{escape(plot.name)} could not be read.</p>')
             continue
-        rel = plot.relative_to(run.path / "plots").as_posix()
+        inside = plot.is_relative_to(run.path / "plots")  # else a seed's run's plot
+        rel = plot.relative_to(run.path / "plots" if inside else run.path).as_posix()
         out.append(f"<figure>{_img(data, rel)}<figcaption>{escape(rel)}</figcaption></figure>")
     if len(run.plots) > len(shown):
         out.append(f'<p class="note">{len(run.plots) - len(shown)} more plots not shown.</p>')

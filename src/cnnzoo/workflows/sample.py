@@ -12,15 +12,14 @@ from PIL import Image
 from cnnzoo.errors import CnnzooError
 from cnnzoo.families.outputs import refuse_existing
 from cnnzoo.rundir import RunDir
+from cnnzoo.viz.figure import save_image
 from cnnzoo.viz.tile import tile
 
 
 def _grid_png(images: torch.Tensor, path: Path, nrow: int) -> Path:
     grid = tile(images.float().clamp(0, 1), nrow=nrow, padding=2, pad_value=1.0)
     array = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-    return path
+    return save_image(Image.fromarray(array), path)
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from cnnzoo.data.datamodule import ClassificationData
+from cnnzoo.documents import read_text
 from cnnzoo.errors import CnnzooError, NonFiniteLossError
 from cnnzoo.families import family_for
 from cnnzoo.families.assemble import flush_denormals
@@ -33,14 +34,26 @@ from cnnzoo.models.base import count_params
 from cnnzoo.registry import model_info
 from cnnzoo.rundir import RunDir
 from cnnzoo.tasks.budget import TimeBudget
+from cnnzoo.tasks.checkpointing import (
+    AtomicCheckpointIO,
+    PeriodicCheckpoint,
+    ResumeState,
+    elastic_start,
+    parse_every,
+)
 from cnnzoo.tasks.classification import ClassificationTask
 from cnnzoo.tasks.precision import resolve_precision
+from cnnzoo.workflows.environment import ENVIRONMENT_FILE, collect_environment, deterministic_mode
 
 EPOCH_COLUMNS = ("epoch", "step", "seconds", "lr")
 
 
 class EpochTable(Callback):
-    """Write ``metrics.csv``: one row per epoch, rewritten atomically after each epoch."""
+    """Write ``metrics.csv``: one row per epoch, rewritten atomically after each epoch.
+
+    ``seconds`` gives the training seconds of a row (default: since ``start``; a resumed run
+    passes :meth:`ResumeState.seconds`, which counts on from the earlier run's time).
+    """
 
     def __init__(
         self,
@@ -48,16 +61,22 @@ class EpochTable(Callback):
         start: float,
         metrics: tuple[str, ...] = ("loss", "accuracy"),
         train_metrics: tuple[str, ...] | None = None,
+        seconds: Callable[[], float] | None = None,
     ) -> None:
         self.path = path
         self.start = start
+        self.seconds = seconds or (lambda: time.perf_counter() - self.start)
         train = metrics if train_metrics is None else train_metrics
         self.columns = (
             EPOCH_COLUMNS + tuple(f"train/{m}" for m in train) + tuple(f"val/{m}" for m in metrics)
         )
         self.rows: list[dict[str, Any]] = []
         if path.is_file():  # resumed run: keep the epochs already done
-            self.rows = list(csv.DictReader(path.open()))
+            text = read_text(path, "the run's epoch table")
+            try:
+                self.rows = [r for r in csv.DictReader(io.StringIO(text)) if _epoch(r) > 0]
+            except csv.Error as err:
+                raise CnnzooError(f"the run's epoch table {path} is damaged: {err}") from None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
@@ -66,7 +85,7 @@ class EpochTable(Callback):
         row: dict[str, Any] = {
             "epoch": trainer.current_epoch + 1,
             "step": trainer.global_step,
-            "seconds": round(time.perf_counter() - self.start, 2),
+            "seconds": round(self.seconds(), 2),
             "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else "",
         }
         for key in self.columns[len(EPOCH_COLUMNS) :]:
@@ -78,6 +97,14 @@ class EpochTable(Callback):
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(self.path, buf.getvalue())
+
+
+def _epoch(row: dict[str, Any]) -> int:
+    """The epoch number of a ``metrics.csv`` row; 0 for a row that has none (hand-edited)."""
+    try:
+        return int(row.get("epoch") or 0)
+    except ValueError:
+        return 0
 
 
 def weight_average(decay: float) -> Callback:
@@ -116,8 +143,15 @@ def build_trainer(
     """Return the Lightning Trainer for ``cfg`` writing into ``run``.
 
     ``monitor`` is the validation metric (higher is better) that picks ``best.ckpt``; None
-    when there is no validation split.
+    when there is no validation split. Besides the epoch-end checkpoints, ``last.ckpt`` is
+    written every ``cfg.checkpoint_every`` (:class:`PeriodicCheckpoint`); every checkpoint
+    is written atomically (:class:`AtomicCheckpointIO`).
+
+    Raises:
+        CnnzooError: for a ``cfg.checkpoint_every`` that is not understood.
     """
+    every = parse_every(cfg.checkpoint_every)
+    periodic = [PeriodicCheckpoint(run.last_checkpoint, every)] if every is not None else []
     ckpt = ModelCheckpoint(
         dirpath=run.checkpoints,
         filename="best",
@@ -138,7 +172,9 @@ def build_trainer(
         # PyTorch's SyncBatchNorm is GPU-only: on CPU, DDP keeps per-process BN statistics.
         sync_batchnorm=_strategy(cfg) == "ddp" and _uses_gpu(cfg),
         precision=cfg.precision,
-        callbacks=[ckpt, *callbacks],
+        deterministic=True if cfg.deterministic else None,  # None: leave torch's flags alone
+        callbacks=[ckpt, *periodic, *callbacks],
+        plugins=[AtomicCheckpointIO()],
         logger=[
             CSVLogger(run.logs, name="csv", version=""),
             TensorBoardLogger(run.logs, name="tensorboard", version=""),
@@ -159,26 +195,49 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
     ``adapt`` may change the assembled job before training (``cnnzoo compress`` swaps in a
     pruned model or a distillation task this way).
 
+    With ``cfg.seeds`` > 1, one run per seed goes into ``RUN/seed-S`` and the result is
+    their mean (:func:`cnnzoo.workflows.seeds.train_seeds`); ``cfg.deterministic`` trains
+    with deterministic algorithms (:func:`cnnzoo.workflows.environment.deterministic_mode`).
+    Every run records its environment in ``RUN/environment.json``.
+
     Returns:
         The final metrics (``test/accuracy``, ``test/miou`` or ``test/map_50`` …), training
         seconds and the run directory.
 
     Raises:
         CnnzooError: for bad options or data, an existing run directory (without
-            ``overwrite``/``resume``), or a loss that became NaN (the message names the step
-            and the last good checkpoint).
+            ``overwrite``/``resume``), a loss that became NaN (the message names the step
+            and the last good checkpoint), or, with ``deterministic``, an operation PyTorch
+            has no deterministic implementation of (named).
     """
+    if cfg.seeds != 1:
+        from cnnzoo.workflows.seeds import train_seeds
+
+        return train_seeds(cfg, lambda one: train(one, adapt))
+    with deterministic_mode(cfg.deterministic):
+        return _train_once(cfg, adapt)
+
+
+def _train_once(cfg: TrainConfig, adapt: Callable[[Job], Job] | None) -> TrainResult:
+    """One training run of one seed (:func:`train` without ``seeds``)."""
     task = model_info(cfg.model).task
     family = family_for(task)
     cfg = family.apply_recipe(cfg).resolved(family.defaults_for(task))
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, cfg.accelerator))
     check_options(cfg, task)
+    parse_every(cfg.checkpoint_every)  # a bad value stops here, before the run directory
+    resume, overwrite = elastic_start(  # torchrun restarted the group: continue
+        Path(cfg.out), RunDir(cfg.out).last_checkpoint, cfg.resume, cfg.overwrite
+    )
+    cfg = replace(cfg, resume=resume, overwrite=overwrite)
     budget = TimeBudget(cfg.time_minutes) if cfg.time_minutes is not None else None
     averaging = weight_average(cfg.ema_decay) if cfg.ema_decay else None
     if _rank() == 0:
         run = RunDir.create(cfg.out, overwrite=cfg.overwrite, resume=cfg.resume)
     else:
         run = RunDir(cfg.out)
+        if cfg.resume:  # every rank refuses a damaged or unsafe last.ckpt in one line
+            run.check_resume_checkpoint()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     flush_denormals()
     if cfg.accelerator == "cpu" and isinstance(cfg.devices, int) and cfg.devices > 1:
@@ -194,8 +253,10 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
         raise
     has_val = job.data.has_split("val") and bool(job.monitor)
     start = time.perf_counter()
-    table = EpochTable(run.path / "metrics.csv", start, job.columns, job.train_columns)
-    extra = [c for c in (budget, averaging) if c is not None]
+    state = ResumeState()  # seconds trained (on from an earlier run's), generators' state
+    table = EpochTable(run.path / "metrics.csv", start, job.columns, job.train_columns,
+                       seconds=state.seconds)  # fmt: skip
+    extra = [c for c in (budget, averaging, state) if c is not None]
     trainer = build_trainer(
         cfg, run, [table, *job.callbacks, *extra],
         monitor=job.monitor if has_val else None,
@@ -206,6 +267,8 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
         resolved = {"model_kwargs": job.model_args, "resize_to": job.resize_to,
                     "data": job.spec.to_dict(), **job.notes}  # fmt: skip
         run.write_config({**asdict(cfg), "resolved": resolved})
+        device = type(trainer.accelerator).__name__.removesuffix("Accelerator").lower()
+        run.write_json(ENVIRONMENT_FILE, collect_environment(cfg, trainer.world_size, device))
     # Lightning keeps each module's train/eval mode as it finds it; a model loaded from a
     # run (compress, fine-tune) comes in eval mode and would train with frozen BatchNorm
     # statistics and no dropout. Callbacks that freeze layers re-apply eval at each epoch.
@@ -221,7 +284,7 @@ def train(cfg: TrainConfig, adapt: Callable[[Job], Job] | None = None) -> TrainR
         last = run.last_checkpoint
         kept = f"last good checkpoint: {last}" if last.is_file() else "no checkpoint was saved yet"
         raise CnnzooError(f"training stopped: {err}; {kept}") from None
-    seconds = time.perf_counter() - start
+    seconds = state.seconds()
     if budget is not None and trainer.is_global_zero:
         run.write_json("budget.json", budget.summary(trainer))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from cnnzoo.data.detection import DetectionDataset, DetTransform, make_record
+from cnnzoo.documents import load_json
 from cnnzoo.errors import CnnzooError
 
 
@@ -46,15 +46,7 @@ def _int_field(obj: dict[str, Any], key: str, path: Path, where: str) -> int:
 def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CnnzooError(f"COCO annotation file {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CnnzooError(
-            f"COCO annotation file {path}:{exc.lineno}: malformed JSON ({exc.msg}, column "
-            f"{exc.colno})"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CnnzooError(f"COCO annotation file {path} cannot be read ({exc})") from None
+    data = load_json(path, "COCO annotation file")  # bombs refused, errors name the line
     if not isinstance(data, dict):
         raise _fail(path, "expected a JSON object with images, annotations and categories")
     for key in ("images", "annotations", "categories"):

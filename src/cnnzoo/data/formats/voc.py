@@ -20,6 +20,7 @@ from cnnzoo.data.segmentation import (
     JointTransform,
     SegmentationDataset,
 )
+from cnnzoo.documents import is_file, read_text
 from cnnzoo.errors import CnnzooError
 
 VOC_CLASSES: tuple[str, ...] = (
@@ -45,6 +46,18 @@ VOC_CLASSES: tuple[str, ...] = (
     "train",
     "tvmonitor",
 )
+
+
+def _checked_ids(ids: list[str], split_file: Path) -> list[str]:
+    """``ids`` if each is a plain file stem (no folder, ``..`` or NUL, which would lead out of
+    the VOC folders); else a CnnzooError naming ``split_file``."""
+    for image_id in ids:
+        if image_id != Path(image_id).name or image_id in (".", "..") or "\0" in image_id:
+            raise CnnzooError(
+                f"VOC split file {split_file}: id {image_id!r:.60} is not a file name: expected "
+                "image ids such as 2008_000008"
+            )
+    return ids
 
 
 def _voc_root(root: Path) -> Path:
@@ -99,16 +112,17 @@ class VOCSegmentation(SegmentationDataset):
             raise CnnzooError(
                 f"VOC split file {split_file} does not exist: expected split one of {present}"
             )
-        ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+        text = read_text(split_file, "VOC split file")
+        ids = [line.strip() for line in text.splitlines() if line.strip()]
         if not ids:
             raise CnnzooError(f"VOC split file {split_file} lists no image ids")
-        self.ids = ids
+        self.ids = _checked_ids(ids, split_file)
         self.pairs = []
         for image_id in ids:
             image = self.root / "JPEGImages" / f"{image_id}.jpg"
             mask = self.root / "SegmentationClass" / f"{image_id}.png"
             for needed in (image, mask):
-                if not needed.is_file():
+                if not is_file(needed):
                     raise CnnzooError(
                         f"VOC file {needed} (id {image_id!r} in {split_file.name}) does not exist"
                     )
@@ -153,7 +167,7 @@ def read_voc_xml(path: Path) -> ET.Element:
         CnnzooError: naming the file for a missing or undecodable file, a DOCTYPE/ENTITY
             declaration (refused: entity expansion), or malformed XML (with its line).
     """
-    if not path.is_file():
+    if not is_file(path):
         raise CnnzooError(f"VOC annotation file {path} does not exist")
     try:
         text = path.read_bytes().decode("utf-8")
@@ -236,7 +250,8 @@ class VOCDetection(DetectionDataset):
         if class_names is None:
             names_file = self.root / VOC_CLASSES_FILE
             if names_file.is_file():
-                class_names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+                text = read_text(names_file, "VOC class list")
+                class_names = [n.strip() for n in text.splitlines() if n.strip()]
             else:
                 class_names = VOC_DET_CLASSES
         super().__init__(channels, class_names, transform)
@@ -249,10 +264,11 @@ class VOCDetection(DetectionDataset):
             raise CnnzooError(
                 f"VOC split file {split_file} does not exist: expected split one of {present}"
             )
-        ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+        text = read_text(split_file, "VOC split file")
+        ids = [line.split()[0] for line in text.splitlines() if line.strip()]
         if not ids:
             raise CnnzooError(f"VOC split file {split_file} lists no image ids")
-        self.ids = ids
+        self.ids = _checked_ids(ids, split_file)
         label_of = {name: i for i, name in enumerate(self.class_names)}
         for image_id in ids:
             self.records.append(self._parse(image_id, label_of))
@@ -261,8 +277,10 @@ class VOCDetection(DetectionDataset):
         xml_path = self.root / "Annotations" / f"{image_id}.xml"
         tree = read_voc_xml(xml_path)
         filename = (tree.findtext("filename") or "").strip()
+        if filename != Path(filename).name:  # a path, not a name: JPEGImages/{id}.jpg instead
+            filename = ""
         image_path = self.root / "JPEGImages" / (filename or f"{image_id}.jpg")
-        if filename and not image_path.is_file():
+        if filename and not is_file(image_path):
             image_path = self.root / "JPEGImages" / f"{image_id}.jpg"
         size = tree.find("size")
         width = int(_xml_number(size, "width", xml_path, "<size>")) if size is not None else 0

@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cnnzoo.data.detection import DetectionDataset, DetTransform, image_size, make_record
 from cnnzoo.data.folder import IMAGE_EXTENSIONS
+from cnnzoo.documents import is_dir, is_file, load_yaml, read_text
 from cnnzoo.errors import CnnzooError
 
 
@@ -36,19 +35,11 @@ def read_data_yaml(path: Path) -> dict[str, Any]:
 
     Raises:
         CnnzooError: naming the file if it is missing, malformed (with its line) or not a
-            mapping.
+            mapping, or a YAML bomb.
     """
     if not path.is_file():
         raise CnnzooError(f"YOLO data file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise CnnzooError(f"YOLO data file {path}{line}: malformed YAML ({problem})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CnnzooError(f"YOLO data file {path} cannot be read ({exc})") from None
+    data = load_yaml(path, "YOLO data file")  # bombs refused, errors name the line
     if not isinstance(data, dict):
         raise CnnzooError(f"YOLO data file {path} is not a mapping: expected names and train")
     return data
@@ -57,12 +48,12 @@ def read_data_yaml(path: Path) -> dict[str, Any]:
 def _class_names(data: dict[str, Any], path: Path) -> list[str]:
     names = data.get("names")
     if isinstance(names, dict):
-        keys = sorted(names)
-        if keys != list(range(len(keys))):
+        if set(names) != set(range(len(names))):  # any keys: not only sortable ones
             raise CnnzooError(
-                f"YOLO data file {path}: names has ids {keys}: expected 0..{len(keys) - 1}"
+                f"YOLO data file {path}: names has ids {list(names)!r:.80}: expected "
+                f"0..{len(names) - 1}"
             )
-        names = [names[k] for k in keys]
+        names = [names[k] for k in range(len(names))]
     if not isinstance(names, list) or not names:
         raise CnnzooError(
             f"YOLO data file {path}: names is missing or empty: expected a list or "
@@ -75,7 +66,7 @@ def _class_names(data: dict[str, Any], path: Path) -> list[str]:
 
 
 def _images_of(entry: Path, yaml_path: Path) -> list[Path]:
-    if entry.is_dir():
+    if is_dir(entry):
         found = []
         for dirpath, dirnames, filenames in os.walk(entry, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -85,8 +76,8 @@ def _images_of(entry: Path, yaml_path: Path) -> list[Path]:
                 if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)
             )
         return found
-    if entry.is_file() and entry.suffix == ".txt":
-        lines = entry.read_text().splitlines()
+    if is_file(entry) and entry.suffix == ".txt":
+        lines = read_text(entry, f"YOLO image list (from {yaml_path.name})").splitlines()
         return [(entry.parent / line.strip()) for line in lines if line.strip()]
     raise CnnzooError(
         f"YOLO data file {yaml_path}: {entry} does not exist: expected an image folder or a "
@@ -106,10 +97,10 @@ def parse_yolo_labels(path: Path, num_classes: int) -> list[tuple[int, list[floa
             not an integer in ``0..num_classes-1``, a non-number or non-finite value, or a zero
             or negative width or height.
     """
-    if not path.is_file():
+    if not is_file(path):
         return []
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "YOLO label file").splitlines(), start=1):
         values = line.split()
         if not values:
             continue

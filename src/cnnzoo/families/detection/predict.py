@@ -16,6 +16,7 @@ from cnnzoo.errors import CnnzooError
 from cnnzoo.families.outputs import check_inputs, output_paths
 from cnnzoo.files import atomic_write_text
 from cnnzoo.rundir import RunDir
+from cnnzoo.viz.figure import save_image
 
 DRAWN_SIDE = 384
 """Images whose longer side is shorter are drawn enlarged by an integer factor to about this."""
@@ -147,7 +148,7 @@ def predict_detection(
         big = image.repeat_interleave(k, dim=-2).repeat_interleave(k, dim=-1)
         drawn = draw_detections(big, boxes * k, found["labels"], names, found["scores"],
                                 width=2 if k > 1 else 1)  # fmt: skip
-        Image.fromarray(drawn).save(png)
+        save_image(Image.fromarray(drawn), png)
         record = {"file": str(path), "width": int(w), "height": int(h), "model": spec["model"],
                   "detections": detections}  # fmt: skip
         atomic_write_text(js, json.dumps(record, indent=1) + "\n")

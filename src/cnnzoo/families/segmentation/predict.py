@@ -12,6 +12,7 @@ from cnnzoo.data.transforms import normalize_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.families.outputs import check_inputs, output_paths
 from cnnzoo.rundir import RunDir
+from cnnzoo.viz.figure import save_image
 
 
 @dataclass
@@ -76,7 +77,7 @@ def predict_segmentation(
         labels = logits.argmax(1)[0]
         label_png, overlay_png = output_paths(out, path, OUTPUTS, overwrite)
         save_label_png(labels, label_png)
-        Image.fromarray(overlay(image, labels)).save(overlay_png)
+        save_image(Image.fromarray(overlay(image, labels)), overlay_png)
         counts = torch.bincount(labels.flatten(), minlength=len(names)).double() / labels.numel()
         order = counts.argsort(descending=True).tolist()
         areas = {names[i]: round(float(counts[i]), 4) for i in order if counts[i] > 0}
