@@ -28,7 +28,7 @@
 # 3. train from scratch and fine-tune with 10 and with 100 labelled images per class, on the
 #    same short budget, and compare the test accuracies.
 #
-# Runs in about 110 s on 2 CPU cores.
+# Runs in about 90 s on 2 CPU cores.
 
 # %%
 import warnings

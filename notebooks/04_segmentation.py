@@ -28,7 +28,7 @@
 #   (parameters, MACs, output shapes, milliseconds).
 #
 # Nothing is trained here: every number comes from the shipped weights or from measuring
-# the architectures. Runs in about 50 s on 2 CPU cores.
+# the architectures. Runs in about 55 s on 2 CPU cores.
 
 # %% [markdown]
 # ## Setup

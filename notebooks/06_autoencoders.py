@@ -29,7 +29,7 @@
 #
 # Nothing large is trained here: the shipped weights do the work, and the bundled mini
 # Fashion-MNIST (5,000 training and 1,000 test images, 100 per class) is the data.
-# Runs in about 60 s on 2 CPU cores.
+# Runs in about 50 s on 2 CPU cores.
 
 # %% [markdown]
 # ## Setup

@@ -31,7 +31,7 @@
 #   weights: untrained, a demonstration of the objectives only).
 #
 # Data: the bundled mini Fashion-MNIST (1,000 test images, 100 per class). Nothing is
-# trained. Runs in about 25 s on 2 CPU cores.
+# trained. Runs in about 20 s on 2 CPU cores.
 
 # %% [markdown]
 # ## Setup

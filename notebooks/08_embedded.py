@@ -30,7 +30,7 @@
 #
 # Data: the bundled mini Fashion-MNIST (5,000 training and 1,000 test images). Latencies
 # are measured on one thread of a CPU that other programs may share: read them as rough
-# ratios, not as the device's speed. Runs in about 150 s on 2 CPU cores.
+# ratios, not as the device's speed. Runs in about 110 s on 2 CPU cores.
 
 # %% [markdown]
 # ## Setup

@@ -17,7 +17,7 @@ CLI = [sys.executable, "-m", "cnnzoo.cli"]
 QUICK = ["--data", "fashion-mnist-mini", "--subset", "64", "--epochs", "1", "--no-progress",
          "--accelerator", "cpu"]  # fmt: skip
 BANNERS = ("GPU available", "TPU available", "Tip:", "was configured so", "Loading `train_",
-           "is deprecated")  # fmt: skip
+           "is deprecated", "weights_only")  # fmt: skip
 
 
 def run(*args: str, columns: int = 80) -> subprocess.CompletedProcess:
@@ -27,7 +27,8 @@ def run(*args: str, columns: int = 80) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_a_training_run_shows_no_library_banners_unless_verbose(tmp_path):
-    quiet = run("train", "lenet5", *QUICK, "--out", str(tmp_path / "a"))
+    mid = ["--batch-size", "16", "--checkpoint-every", "1step"]  # mid-epoch checkpoints too
+    quiet = run("train", "lenet5", *QUICK, *mid, "--out", str(tmp_path / "a"))
     assert quiet.returncode == 0, quiet.stderr
     text = quiet.stdout + quiet.stderr
     assert "test/accuracy" in text

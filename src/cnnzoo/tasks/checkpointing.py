@@ -171,7 +171,7 @@ class PeriodicCheckpoint(Checkpoint):
         if trainer.sanity_checking or trainer.fast_dev_run or not self._due(trainer, batch_idx):
             return
         if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # a full checkpoint
         # else the epoch's own checkpoint follows (resuming from one taken here would skip
         # the epoch's validation and end-of-epoch work)
         self._last_time = self.clock()
