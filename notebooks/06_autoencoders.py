@@ -168,7 +168,7 @@ print(f"conv_ae.fmnist on the 1,000 mini test images: PSNR {metrics['psnr']:.2f}
       f"SSIM {metrics['ssim']:.3f}, MSE {metrics['mse']:.4f}")  # fmt: skip
 print(f"catalog (all 10,000 test images):             PSNR {entry.metrics['test/psnr']:.2f} dB, "
       f"SSIM {entry.metrics['test/ssim']:.3f}")  # fmt: skip
-print("docs/generative.md benchmark (3 min of training): PSNR 21.03 dB")
+print("docs/autoencoders.md benchmark (3 min of training): PSNR 21.03 dB")
 
 with torch.no_grad():
     x_hat_test = ae.reconstruct(x_test)
@@ -270,7 +270,7 @@ plt.show()
 #    `conv_ae` encoder (the shipped model's architecture), only 40 steps of 128 images each
 #    (one pass over the mini set) — about 10 s each, so expect much lower PSNRs than a full
 #    training.
-# 3. **The docs' measured curve** (docs/generative.md: the experiment's default run, a
+# 3. **The docs' measured curve** (docs/autoencoders.md: the experiment's default run, a
 #    ResNet-20 encoder, 400 steps on all 60,000 images) and the shipped model (latent 32,
 #    12 epochs).
 
@@ -296,7 +296,7 @@ for k in (2, 8, 32):
     print(f"train_autoencoder(latent={k:2d}, 40 steps): test PSNR {m['test/psnr']:.2f} dB "
           f"({time.perf_counter() - seconds:.0f} s)")  # fmt: skip
 
-DOCS_CURVE = {2: 15.06, 4: 16.55, 8: 17.58, 16: 18.45, 32: 19.26, 64: 19.69}  # generative.md
+DOCS_CURVE = {2: 15.06, 4: 16.55, 8: 17.58, 16: 18.45, 32: 19.26, 64: 19.69}  # autoencoders.md
 print("\nbottleneck      " + "".join(f"{k:>7}" for k in ks))
 print("PCA (dB)        " + "".join(f"{p:7.2f}" for p in pca_psnr))
 print("docs conv AE    " + "".join(f"{DOCS_CURVE[k]:7.2f}" for k in ks))
@@ -491,7 +491,7 @@ for name, accs in probe.items():
 # pixels have caught up: enough labels make the unsupervised pre-training unnecessary.
 #
 # The library's full experiment (`cnnzoo experiment ae-pretraining`, about 30 minutes;
-# docs/generative.md) copies an autoencoder's ResNet-20 encoder into a ResNet-20
+# docs/autoencoders.md) copies an autoencoder's ResNet-20 encoder into a ResNet-20
 # classifier (`transfer_encoder`, which loads `ae.encoder_state()`) and fine-tunes it. Its
 # measured result is more sobering:
 #

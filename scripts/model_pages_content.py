@@ -446,7 +446,8 @@ GENERATIVE = Page(
     "generative",
     "Annotated: autoencoders and generative models",
     "The lecture's autoencoders, VAE and GANs, each beside its code (the left column is the "
-    "code's own docstring). Measured results: the [generative page](../generative.md).",
+    "code's own docstring). Measured results: the [autoencoders](../autoencoders.md) and "
+    "[generative models](../generative.md) pages.",
     (
         Section(
             "Autoencoder",

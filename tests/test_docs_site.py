@@ -52,8 +52,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_site_builds_strict_with_every_lecture_section(site: Path) -> None:
-    for page in ("classification", "transfer", "segmentation", "detection", "generative",
-                 "embedded", "gallery", "reference/cli", "reference/api",
+    for page in ("classification", "transfer", "segmentation", "detection", "autoencoders",
+                 "generative", "embedded", "gallery", "reference/cli", "reference/api",
                  "models/classification", "models/detection"):  # fmt: skip
         assert (site / page / "index.html").is_file(), page
     api = (site / "reference" / "api" / "index.html").read_text()
