@@ -71,7 +71,14 @@ def train(
     precision: Annotated[
         str, typer.Option(help="32-true, bf16-mixed, 16-mixed, auto (bf16 where fast)")
     ] = "32-true",
-    channels_last: bool = False,
+    channels_last: Annotated[
+        bool | None,
+        typer.Option(
+            "--channels-last/--no-channels-last",
+            help="NHWC activations; unset: with --precision auto the faster of a few timed "
+            "steps, else off",
+        ),
+    ] = None,
     time: Annotated[
         float | None,
         typer.Option(

@@ -8,15 +8,83 @@ one process computes on the whole global batch.
 :class:`ResumableLoader` serves them and remembers where it is in the epoch, so a run that was
 stopped part-way through an epoch continues with the next batch it would have taken (its
 ``state_dict`` goes into every checkpoint).
+
+In worker processes (``--num-workers N``), the random draws of the dataset's own transforms
+(segmentation's rescale, crop and flip, ...) are seeded sample by sample from (seed, epoch,
+sample index) (:class:`SeededSamples`): a sample's draws then do not depend on which worker
+reads it, on what that worker read before, or on the number of processes, so a run resumed
+part-way through an epoch, with fresh workers, draws what the uninterrupted run drew.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+
+_MASK = 2**64 - 1
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """Return the seed of sample ``index``'s random draws in ``epoch`` of a run seeded ``seed``:
+    a SplitMix64 hash of the three, in [0, 2**63) (nearby inputs give unrelated seeds)."""
+    x = (seed * 0x9E3779B97F4A7C15 + epoch * 0xD1B54A32D192ED03 + index) & _MASK
+    for shift, mul in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+        x = ((x ^ (x >> shift)) * mul) & _MASK
+    return (x ^ (x >> 31)) >> 1
+
+
+class SeededBatch(list[int]):
+    """One rank's share of a global batch (a list of sample indices), with the sampler's
+    ``seed`` and ``epoch``: what a worker process needs to seed each sample's draws."""
+
+    seed: int
+    epoch: int
+
+    def __init__(self, indices: Sequence[int], seed: int, epoch: int) -> None:
+        super().__init__(indices)
+        self.seed = seed
+        self.epoch = epoch
+
+
+class SeededSamples(Dataset):
+    """A dataset as a :class:`ResumableLoader` serves it: in a worker process, the process's
+    torch, NumPy and Python generators are seeded with :func:`sample_seed` before each sample
+    of a :class:`SeededBatch` is read; in the main process (``--num-workers 0``) samples are
+    read as they are (the generators ``ResumeState`` keeps go on). Other attributes are the
+    wrapped dataset's."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """Return the samples ``indices`` (the loader's fetcher asks for a batch at once)."""
+        if get_worker_info() is None or not isinstance(indices, SeededBatch):
+            many = getattr(self.dataset, "__getitems__", None)
+            return many(indices) if many else [self.dataset[i] for i in indices]
+        samples = []
+        for i in indices:
+            s = sample_seed(indices.seed, indices.epoch, i)
+            torch.manual_seed(s)
+            np.random.seed(s % 2**32)
+            random.seed(s)
+            samples.append(self.dataset[i])
+        return samples
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "dataset":  # unpickling, copying
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 class GlobalBatchSampler(Sampler[list[int]]):
@@ -70,8 +138,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return full if self.drop_last or rest < self.world_size else full + 1
 
     def __iter__(self) -> Iterator[list[int]]:
-        """Yield this rank's share of each global batch of the epoch, from global batch
-        ``start`` on (``start`` then returns to 0: only one pass skips)."""
+        """Yield this rank's share of each global batch of the epoch (a :class:`SeededBatch`),
+        from global batch ``start`` on (``start`` then returns to 0: only one pass skips)."""
         start, self.start = self.start, 0
         if self.shuffle:
             g = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -81,7 +149,8 @@ class GlobalBatchSampler(Sampler[list[int]]):
         for i in range(start, len(self)):
             batch = order[i * self.global_batch_size : (i + 1) * self.global_batch_size]
             usable = len(batch) - len(batch) % self.world_size
-            yield batch[:usable][self.rank :: self.world_size].tolist()
+            share = batch[:usable][self.rank :: self.world_size].tolist()
+            yield SeededBatch(share, self.seed, self.epoch)
 
 
 class ResumableLoader(DataLoader):
@@ -97,14 +166,17 @@ class ResumableLoader(DataLoader):
     Starting a pass draws nothing from the global random generator (a plain loader draws its
     worker seed there): the loader has its own generator, seeded by the sampler's seed and
     epoch, so a resumed run's augmentation and dropout draws stay in step with an
-    uninterrupted run's.
+    uninterrupted run's. The dataset is served through :class:`SeededSamples` (its
+    ``dataset`` attribute is that wrapper), so worker processes seed each sample's draws.
     """
 
     batch_sampler: GlobalBatchSampler
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, dataset: Dataset, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("generator", torch.Generator())
-        super().__init__(*args, **kwargs)
+        if not isinstance(dataset, SeededSamples):
+            dataset = SeededSamples(dataset)
+        super().__init__(dataset, *args, **kwargs)
         if not isinstance(self.batch_sampler, GlobalBatchSampler):
             raise TypeError("ResumableLoader needs a GlobalBatchSampler as its batch_sampler")
         self.served = 0

@@ -52,7 +52,7 @@ class TrainConfig:
     devices: int | str = 1
     num_nodes: int = 1
     precision: str = "32-true"
-    channels_last: bool = False
+    channels_last: bool | None = None  # None: chosen with --precision auto, else off
     max_time_minutes: float | None = None
     time_minutes: float | None = None
     num_workers: int = 0

@@ -21,9 +21,26 @@ and what they carry besides Lightning's own state.
   from ``last.ckpt`` without being told ``--resume``.
 
 Together with Lightning's loop, optimizer and scheduler state, a run killed at any point and
-resumed with ``--resume`` ends with the weights and metrics an uninterrupted run ends with
-(tested bit for bit with one process and ``--num-workers 0``; with worker processes the data
-order is exact, but the workers' random draws after the resume are new ones).
+resumed with ``--resume`` on the same number of processes ends with the weights and metrics
+an uninterrupted run ends with, bit for bit (tested with a SIGKILL part-way through an
+epoch):
+
+* with ``--ema-decay``: the average (and its update count) is in every checkpoint, the
+  mid-epoch ones too (Lightning's ``WeightAveraging`` state; :class:`PeriodicCheckpoint`
+  runs after it), and the resume continues it;
+* with ``--num-workers N``: the workers seed each sample's draws from (seed, epoch, sample
+  index) (:class:`cnnzoo.data.sampler.SeededSamples`), so fresh workers started part-way
+  through an epoch draw what the killed run's would have; the number of workers does not
+  change them either (with ``--num-workers 0`` the dataset draws from the training
+  process's generators instead, so 0 and N workers give different runs).
+
+On another number of processes (killed with 2, resumed with 1, say), the run continues at
+the same global sample position: no sample of the epoch twice, none skipped, with the
+weights, optimizer, schedule, weight average, time budget and seconds restored. Each
+process's generators (dropout, batch augmentation) and its share of the epoch's running sums
+have no process to go to: those draws start from ``--seed`` afresh and the interrupted
+epoch's ``train/*`` averages cover the batches after the resume only; a warning says so in
+one line (:func:`world_size_changed`). The workers' per-sample draws continue unchanged.
 """
 
 from __future__ import annotations
@@ -44,7 +61,6 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import Callback, Checkpoint
-from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import Metric
 
 from cnnzoo.errors import CnnzooError
@@ -54,6 +70,7 @@ _EVERY = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(s|sec|m|min|h|steps?)", re.IGNORE
 _SECONDS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 FORMS = "a time (30s, 10m, 2h), a number of steps (500steps) or off"
 _KEY = "cnnzoo"  # the checkpoint entry ResumeState writes
+log = logging.getLogger("cnnzoo")
 CLOCK_EVERY = 8
 """With several processes, a time-based :class:`PeriodicCheckpoint` looks at rank 0's clock
 at every this many batches (each look is a broadcast to all processes)."""
@@ -279,6 +296,39 @@ def _add_logged(trainer: L.Trainer, logged: dict[str, Any]) -> None:
                 result.cumulated_batch_size = result.cumulated_batch_size + count.to(value.device)
 
 
+def world_size_changed(saved: int, trainer: L.Trainer, checkpoint: dict[str, Any]) -> str:
+    """Return the one line a resume logs (a warning of the ``cnnzoo`` logger, rank 0) when
+    the checkpoint was written by ``saved`` processes and ``trainer`` has another number:
+    what continues, what is new.
+
+    The data position is in global batches (:class:`~cnnzoo.data.sampler.GlobalBatchSampler`),
+    the same on any number of processes: the resumed run reads the rest of the epoch's
+    permutation, no sample twice and none skipped. The weights, optimizer, schedule, weight
+    average and time budget are the same on every process, and are restored. Each process's
+    random generators (dropout, batch augmentation in the training process) and its share of
+    the epoch's running sums belong to one process, which the new run does not have: those
+    draws come from ``--seed`` afresh and the interrupted epoch's ``train/*`` averages cover
+    the batches after the resume only. (Worker processes' draws are per sample, and go on.)
+    """
+    data = getattr(trainer, "datamodule", None)
+    state = checkpoint.get(type(data).__qualname__) if data is not None else None
+    loader = state.get("train_loader") if isinstance(state, dict) else None
+    where = ""
+    if isinstance(loader, dict) and "epoch" in loader and "batches" in loader:
+        size = getattr(data, "batch_size", None)
+        done = loader["batches"]
+        samples = f" = {done * size} samples" if isinstance(size, int) else ""
+        where = f" (epoch {loader['epoch'] + 1}, after {done} global batches{samples})"
+    return (
+        f"resuming a checkpoint written by {saved} processes with {trainer.world_size}: "
+        f"training continues at the same global sample position{where} with the weights, "
+        "optimizer, schedule and weight average restored; per-process random generators "
+        "cannot be mapped to another number of processes, so dropout and batch augmentation "
+        "draw afresh from --seed, and this epoch's train/* averages cover only the batches "
+        "after the resume"
+    )
+
+
 class ResumeState(Callback):
     """Carry through a checkpoint what an exact resume needs besides Lightning's own state:
     every process's random number generators, the seconds trained so far, and, for a
@@ -323,11 +373,8 @@ class ResumeState(Callback):
         if len(states) == trainer.world_size:
             self._rng = states[trainer.global_rank]
             self._sums = (saved.get("epoch_sums") or [None] * len(states))[trainer.global_rank]
-        else:
-            rank_zero_warn(
-                f"the checkpoint was written by {len(states)} processes, this run has "
-                f"{trainer.world_size}: random draws (augmentation, dropout) start afresh"
-            )
+        elif trainer.global_rank == 0:
+            log.warning(world_size_changed(len(states), trainer, checkpoint))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # here, after the loaders are set up and before the first batch is drawn: where the
@@ -357,7 +404,6 @@ SHARED_STORE = (
     "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1"
 )
 """cnnzoo's warning for a ``torchrun --max-restarts N`` launch that shares its store."""
-log = logging.getLogger("cnnzoo")
 
 
 def elastic_restart() -> int:

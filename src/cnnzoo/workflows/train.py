@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from cnnzoo.tasks.precision import resolve_precision
 from cnnzoo.workflows.environment import ENVIRONMENT_FILE, collect_environment, deterministic_mode
 
 EPOCH_COLUMNS = ("epoch", "step", "seconds", "lr")
+log = logging.getLogger("cnnzoo")
 
 
 class EpochTable(Callback):
@@ -120,6 +122,65 @@ def weight_average(decay: float) -> Callback:
     from cnnzoo.tasks.ema import EMA
 
     return EMA(decay)
+
+
+SCHEDULE_OPTIONS = ("epochs", "time_minutes", "batch_size", "scheduler", "subset")
+"""The options a learning-rate schedule and the data position are built from: a resumed run
+must keep them."""
+
+
+def same_schedule(cfg: TrainConfig, previous: dict[str, Any], run: Path) -> None:
+    """Refuse to resume a run with other :data:`SCHEDULE_OPTIONS` than it was started with
+    (``previous``: its ``config.yaml``); nothing recorded (an older run) passes.
+
+    Raises:
+        CnnzooError: naming the first option that differs, the two values and what to do.
+    """
+    for key in SCHEDULE_OPTIONS:
+        if key in previous and previous[key] != getattr(cfg, key):
+            flag = "--time" if key == "time_minutes" else "--" + key.replace("_", "-")
+            raise CnnzooError(
+                f"--resume: {run} was started with {flag} {previous[key]}, not "
+                f"{getattr(cfg, key)}; its schedule and data position depend on it: resume "
+                f"with {flag} {previous[key]}, or start a new run from it with --weights {run}"
+            )
+
+
+def _memory_format(
+    cfg: TrainConfig, job: Job, *, auto: bool, previous: dict[str, Any]
+) -> TrainConfig:
+    """Return ``cfg`` with ``channels_last`` decided (it was left unset) and ``job``'s model
+    and module switched to it: with ``--precision auto`` the faster format of a few timed
+    steps (:func:`cnnzoo.tasks.memory_format.choose_channels_last`, recorded in the config's
+    ``resolved.memory_format``), otherwise contiguous; a resumed run keeps its format."""
+    module = job.module
+    kept = isinstance(previous.get("channels_last"), bool)
+    if not (auto or kept) or "channels_last" not in module.hparams:  # or a task without it
+        return replace(cfg, channels_last=False)
+    from cnnzoo.tasks.memory_format import MAX_BATCH, choose_channels_last
+
+    size = job.resize_to or job.spec.image_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    device = torch.device("cuda" if _uses_gpu(cfg) else "cpu")
+    batch = min(cfg.batch_size or 1, MAX_BATCH)
+    example = torch.randn(batch, job.spec.in_channels, h, w, device=device)
+    processes = cfg.num_nodes * (cfg.devices if isinstance(cfg.devices, int) else 1)
+    processes = max(processes, int(os.environ.get("WORLD_SIZE", "1")))
+    why_not = (
+        "resumed: the format the run started with" if kept
+        else "--deterministic" if cfg.deterministic
+        else f"{processes} processes would each measure their own" if processes > 1
+        else ""
+    )  # fmt: skip
+    choice = choose_channels_last(job.model, example, cfg.precision, measure=not why_not,
+                                  why_not=why_not)  # fmt: skip
+    on = previous["channels_last"] if kept else choice.channels_last
+    if on:
+        module.model = module.model.to(memory_format=torch.channels_last)
+    module.hparams.channels_last = on
+    job.notes["memory_format"] = {**choice.to_dict(), "channels_last": on}
+    log.info("channels-last: %s (%s)", "on" if on else "off", choice.reason)
+    return replace(cfg, channels_last=on)
 
 
 def _rank() -> int:
@@ -223,6 +284,7 @@ def _train_once(cfg: TrainConfig, adapt: Callable[[Job], Job] | None) -> TrainRe
     task = model_info(cfg.model).task
     family = family_for(task)
     cfg = family.apply_recipe(cfg).resolved(family.defaults_for(task))
+    auto = cfg.precision == "auto"  # channels-last, left unset, is then chosen too
     cfg = replace(cfg, precision=resolve_precision(cfg.precision, cfg.accelerator))
     check_options(cfg, task)
     parse_every(cfg.checkpoint_every)  # a bad value stops here, before the run directory
@@ -238,6 +300,8 @@ def _train_once(cfg: TrainConfig, adapt: Callable[[Job], Job] | None) -> TrainRe
         run = RunDir(cfg.out)
         if cfg.resume:  # every rank refuses a damaged or unsafe last.ckpt in one line
             run.check_resume_checkpoint()
+    previous = run.read_config() if cfg.resume else {}
+    same_schedule(cfg, previous, run.path)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     flush_denormals()
     if cfg.accelerator == "cpu" and isinstance(cfg.devices, int) and cfg.devices > 1:
@@ -251,6 +315,8 @@ def _train_once(cfg: TrainConfig, adapt: Callable[[Job], Job] | None) -> TrainRe
         if _rank() == 0 and not cfg.resume:
             run.discard_if_empty()  # bad data or options: leave no empty run behind
         raise
+    if cfg.channels_last is None:
+        cfg = _memory_format(cfg, job, auto=auto, previous=previous)
     has_val = job.data.has_split("val") and bool(job.monitor)
     start = time.perf_counter()
     state = ResumeState()  # seconds trained (on from an earlier run's), generators' state

@@ -27,11 +27,12 @@ from cnnzoo.rundir import RunDir
 FAST_RECIPE = {
     "batch_size": 256, "optimizer": "sgd", "lr": 0.1, "nesterov": True, "weight_decay": 5e-4,
     "scheduler": "onecycle", "label_smoothing": 0.1, "precision": "auto",
-    "channels_last": True, "tta": True, "crop_padding": 2,
+    "tta": True, "crop_padding": 2,
     "model_kwargs": {"head_norm": True, "init": "pytorch"},
 }  # fmt: skip
 """``--recipe fast``: the demo's optimiser and schedule, bf16 autocast where the CPU runs it
-fast (``--precision auto``) with channels-last activations, random crops with 2 px padding,
+fast (``--precision auto``) with the memory format that measures faster
+(:mod:`cnnzoo.tasks.memory_format`), random crops with 2 px padding,
 flip test-time augmentation, and for the models that take them (``convnet``) BatchNorm in the
 hidden layer and PyTorch's default init. Each ingredient's effect:
 ``benchmarks/fast_recipe.py`` and docs/benchmarks.md."""
