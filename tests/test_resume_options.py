@@ -26,3 +26,10 @@ def test_resuming_with_another_schedule_is_refused(tiny_cfg, changed: dict, flag
     # The same options resume.
     assert yaml.safe_load(config)["epochs"] == 1
     train(tiny_cfg(resume=True))
+
+
+def test_a_constant_learning_rate_may_go_on_for_more_epochs(tiny_cfg) -> None:
+    from cnnzoo.workflows.train import train
+
+    train(tiny_cfg(scheduler="none"))
+    assert train(tiny_cfg(scheduler="none", epochs=2, resume=True)).epochs == 2

@@ -126,7 +126,7 @@ def weight_average(decay: float) -> Callback:
 
 SCHEDULE_OPTIONS = ("epochs", "time_minutes", "batch_size", "scheduler", "subset")
 """The options a learning-rate schedule and the data position are built from: a resumed run
-must keep them."""
+must keep them (with a constant lr, ``--scheduler none``, it may go on for more epochs)."""
 
 
 def same_schedule(cfg: TrainConfig, previous: dict[str, Any], run: Path) -> None:
@@ -136,7 +136,10 @@ def same_schedule(cfg: TrainConfig, previous: dict[str, Any], run: Path) -> None
     Raises:
         CnnzooError: naming the first option that differs, the two values and what to do.
     """
+    constant = cfg.scheduler == "none" == previous.get("scheduler")
     for key in SCHEDULE_OPTIONS:
+        if constant and key in ("epochs", "time_minutes"):
+            continue
         if key in previous and previous[key] != getattr(cfg, key):
             flag = "--time" if key == "time_minutes" else "--" + key.replace("_", "-")
             raise CnnzooError(
