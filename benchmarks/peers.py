@@ -3,7 +3,7 @@
 Examples::
 
     python benchmarks/peers.py setup                  # once: the peers' own venv
-    python benchmarks/peers.py detection              # fast_rcnn + yolov3 vs YOLOv8n, 15 min
+    python benchmarks/peers.py detection              # fast_rcnn + yolov3_tiny vs YOLOv8n, 15 min
     python benchmarks/peers.py segmentation --mode parallel --cores 0,1
     python benchmarks/peers.py detection --models yolov3 --data coco:/d/instances_train.json
     python benchmarks/peers.py detection --models fast_rcnn,yolov3,yolov3:modern --mode parallel
@@ -22,7 +22,8 @@ by cnnzoo's evaluation code (:mod:`peerbench.score`). Every training process get
 ``OMP_NUM_THREADS=--threads`` (and ``torch.set_num_threads``); ``--mode sequential`` trains
 one after the other, ``parallel`` side by side (two lanes taking the trainings in turn, the
 peer first, each lane on its own core of ``--cores``). ``--models yolov3:modern`` trains a
-model with ``--recipe modern``. Speed, measured afterwards one at a time:
+model with ``--recipe modern``, ``yolov3_tiny+box_weight=5`` with ``--model-arg box_weight=5``.
+Speed, measured afterwards one at a time:
 the model's forward pass, fp32, batch 32, ``--speed-threads`` threads, on real test images,
 and the ONNX export's (ONNX Runtime, same threads) where the model exports.
 
@@ -109,7 +110,11 @@ def check_options(task: str, args: argparse.Namespace) -> list[str]:
     known = list_models(task=task)
     recipes = list(family_for(task).recipes)
     for entry in models:
-        model, _, recipe = entry.partition(":")
+        model, *model_args = entry.split("+")
+        model, _, recipe = model.partition(":")
+        for arg in model_args:
+            if not arg.partition("=")[0] or "=" not in arg:
+                raise CnnzooError(f"--models: {entry!r}: expected +KEY=VALUE, got +{arg!r}")
         if model not in known:
             raise CnnzooError(f"--models: {model!r} is no {task} model: expected some of {known}")
         if recipe and recipe not in recipes:
@@ -345,7 +350,7 @@ def build_parser() -> Parser:
         sub.add_argument(
             "--models",
             default=None,
-            help=f"cnnzoo models, comma-separated, each MODEL or MODEL:RECIPE (default "
+            help=f"cnnzoo models, comma-separated, each MODEL[:RECIPE][+KEY=VALUE...] (default "
             f"{','.join(DEFAULT_MODELS[task])})",
         )
         sub.add_argument("--minutes", type=float, default=15.0, help="training budget per side")

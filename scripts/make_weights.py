@@ -43,6 +43,8 @@ _GEN = {"data": "fashion-mnist", "val_fraction": 0.0}
 RECIPES: dict[str, dict[str, Any]] = {
     "convnet.fmnist": {**_CLS, "epochs": 15, "model_kwargs": {"widths": [32, 64, 128]},
                        "storage": "int8"},
+    "convnet.fmnist_w16": {**_CLS, "epochs": 10, "model_kwargs": {"widths": [16, 32, 64]},
+                           "precision": "32-true", "channels_last": False, "storage": "int8"},
     "resnet20.fmnist": {**_CLS, "epochs": 20, "storage": "int8"},
     "mobilenet_v2.fmnist": {**_CLS, "epochs": 12, "model_kwargs": {"width": 0.5},
                             "storage": "int8"},

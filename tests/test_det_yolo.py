@@ -65,6 +65,36 @@ def test_forward_shapes_other_grid_and_backbone():
     assert v3.strides == (2, 4, 8)
 
 
+@pytest.mark.parametrize(
+    ("extra", "strides"), [((), (2, 4, 8)), ((24,), (4, 8, 16)), ((24, 40), (8, 16, 32))]
+)
+def test_yolov3_extra_layers_move_the_scales_to_coarser_strides(extra, strides):
+    v3 = create_model("yolov3", num_classes=2, extra_channels=extra, **TINY).eval()
+    assert v3.strides == strides
+    assert len(v3.extras) == len(extra)
+    # each extra layer: 1x1 bottleneck to half its width, then a 3x3 stride-2 convolution
+    for layer, width in zip(v3.extras, extra, strict=True):
+        assert layer[0].conv.kernel_size == (1, 1) and layer[0].conv.out_channels == width // 2
+        assert layer[1].conv.stride == (2, 2) and layer[1].conv.out_channels == width
+    with torch.no_grad():
+        outs = v3(torch.randn(2, 3, 64, 64))
+    assert [tuple(o.shape) for o in outs] == [(2, 3, 64 // s, 64 // s, 7) for s in strides]
+    # the boxes decode at the new strides: a centred cell offset lands in its own cell
+    boxes = v3.decode_boxes(torch.zeros_like(outs[-1]), len(strides) - 1)
+    s = strides[-1]
+    torch.testing.assert_close(
+        (boxes[0, 0, 1, 1, :2] + boxes[0, 0, 1, 1, 2:]) / 2, torch.tensor([1.5 * s, 1.5 * s])
+    )
+    loss = v3.loss(outs, [_target([[10, 10, 40, 50]], [1]), _target([], [])], (64, 64))
+    assert torch.isfinite(loss["loss"]) and float(loss["loss_box"]) > 0
+
+
+@pytest.mark.parametrize("extra", [(8, 8, 8), (0,), (16, -4)])
+def test_yolov3_bad_extra_layers_rejected(extra):
+    with pytest.raises(CnnzooError, match="extra_channels"):
+        create_model("yolov3", num_classes=2, extra_channels=extra, **TINY)
+
+
 def test_yolov3_default_anchors_sorted_and_bad_anchors_rejected():
     v3 = create_model("yolov3", num_classes=2, **TINY)
     area = v3.anchors.prod(1)

@@ -151,6 +151,29 @@ def test_a_model_with_a_recipe_trains_with_it_and_the_plain_one_without() -> Non
     assert "--recipe" not in plain and command[command.index("--precision") + 1] == "auto"
 
 
+def test_every_recipe_names_a_registered_model_and_shipped_backbone_weights() -> None:
+    import cnnzoo
+
+    for model, options in cnnzoo_side.RECIPES.items():
+        assert model in cnnzoo.list_models(), model
+        if "--backbone-weights" in options:
+            name = options[options.index("--backbone-weights") + 1]
+            assert cnnzoo.weights.get(name).shipped, (model, name)
+
+
+def test_model_options_after_a_plus_become_model_args() -> None:
+    import peers
+
+    entry = "yolov3_tiny:modern+box_weight=5+assigner=multi"
+    command = cnnzoo_side.train_command(entry, "scenes:/d", Path("r"), 15, 0.05, 0, "cpu")
+    assert command[4] == "yolov3_tiny" and command[command.index("--recipe") + 1] == "modern"
+    args = [command[i + 1] for i, c in enumerate(command) if c == "--model-arg"]
+    assert args == ["box_weight=5", "assigner=multi"]
+    assert peers.check_options("detection", _options(models=entry)) == [entry]
+    with pytest.raises(CnnzooError, match=r"\+KEY=VALUE"):
+        peers.check_options("detection", _options(models="yolov3_tiny+box_weight"))
+
+
 def test_parallel_lanes_take_the_trainings_in_turn_peer_first() -> None:
     import peers
 
@@ -172,7 +195,7 @@ def _options(**changes: object) -> argparse.Namespace:
 def test_options_are_checked_naming_the_bad_value() -> None:
     import peers
 
-    assert peers.check_options("detection", _options()) == ["fast_rcnn", "yolov3"]
+    assert peers.check_options("detection", _options()) == ["fast_rcnn", "yolov3_tiny"]
     with pytest.raises(CnnzooError, match="'unet' is no detection model"):
         peers.check_options("detection", _options(models="yolov3,unet"))
     assert peers.check_options("detection", _options(models="yolov3,yolov3:modern")) == [

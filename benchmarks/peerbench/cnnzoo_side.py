@@ -19,16 +19,18 @@ PRETRAINED = ["--backbone-weights", "convnet.fmnist"]
 RECIPES: dict[str, list[str]] = {
     "fast_rcnn": [*PRETRAINED, *BEST],
     "yolov3": [*PRETRAINED, *BEST],
+    "yolov3_tiny": ["--backbone-weights", "convnet.fmnist_w16", *BEST],
     "ssd": [*PRETRAINED, *BEST],
     "unet": ["--model-arg", "width=16", "--model-arg", "depth=4", "--lr", "3e-3", *BEST],
     "fcn8s": ["--backbone", "resnet18", "--lr", "2e-3", *BEST],
 }
 """``cnnzoo train`` options per model beyond data, budget and split: the recipes of
 ``benchmarks/detection.py`` and ``benchmarks/segmentation.py`` (detectors from the shipped
-Fashion-MNIST classifier ``convnet.fmnist``, ``unet`` width 16 from scratch). Other
+Fashion-MNIST classifier ``convnet.fmnist``, ``yolov3_tiny`` from its narrow sibling
+``convnet.fmnist_w16``, ``unet`` width 16 from scratch). Other
 registered models train with cnnzoo's defaults plus ``--precision auto`` (bf16 autocast only
 where the processor has bf16 instructions) and channels-last."""
-DEFAULT_MODELS = {"detection": ["fast_rcnn", "yolov3"], "segmentation": ["unet"]}
+DEFAULT_MODELS = {"detection": ["fast_rcnn", "yolov3_tiny"], "segmentation": ["unet"]}
 
 EVAL_DECODE = {"score_threshold": 0.01, "iou_threshold": 0.5, "max_detections": 100}
 """cnnzoo's evaluation settings (``DetectionTask``'s defaults): its mAP protocol, here too."""
@@ -45,9 +47,13 @@ def train_command(
     extra: Sequence[str] = (),
 ) -> list[str]:
     """The ``cnnzoo train`` command line (this interpreter) of one model's recipe; ``model``
-    may be ``MODEL:RECIPE`` (adds ``--recipe RECIPE``)."""
+    may be ``MODEL[:RECIPE][+KEY=VALUE]...`` (adds ``--recipe RECIPE`` and a ``--model-arg
+    KEY=VALUE`` per ``+``)."""
+    model, *model_args = model.split("+")
     model, _, recipe = model.partition(":")
     extra = [*extra, "--recipe", recipe] if recipe else list(extra)
+    for arg in model_args:
+        extra += ["--model-arg", arg]
     return [
         sys.executable, "-m", "cnnzoo.cli", "train", model, "--data", spec, "--out", str(run_dir),
         "--time", f"{minutes:g}", "--val-fraction", f"{val_fraction:g}", "--seed", str(seed),

@@ -1,6 +1,6 @@
 """Reusable blocks shared by several models."""
 
-from cnnzoo.layers.conv import ConvBnAct
+from cnnzoo.layers.conv import ConvBnAct, ExtraLayer
 from cnnzoo.layers.inception import Inception
 from cnnzoo.layers.mobile import ChannelShuffle, DepthwiseSeparableConv, InvertedResidual
 from cnnzoo.layers.pyramid import PyramidPooling
@@ -12,6 +12,7 @@ __all__ = [
     "ChannelShuffle",
     "ConvBnAct",
     "DepthwiseSeparableConv",
+    "ExtraLayer",
     "Inception",
     "InvertedResidual",
     "ProjectionShortcut",

@@ -41,3 +41,24 @@ class ConvBnAct(nn.Sequential):
 
 DarknetAct = functools.partial(nn.LeakyReLU, 0.1, inplace=True)
 """Darknet's activation (leaky ReLU, slope 0.1), the YOLO heads' ``act_layer``."""
+
+
+class ExtraLayer(nn.Sequential):
+    """SSD's extra feature layer: a 1x1 bottleneck to half the width, then a 3x3 stride-2
+    convolution to ``out_channels`` (both conv-BN-act), halving the map.
+
+    Appended behind a backbone's deepest stage to add coarser maps (SSD's ``conv8_2`` ...,
+    YOLOv3's coarser scales on a shallow backbone).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        act_layer: Callable[[], nn.Module] | None = nn.ReLU,
+    ) -> None:
+        mid = max(out_channels // 2, 1)
+        super().__init__(
+            ConvBnAct(in_channels, mid, 1, act_layer=act_layer),
+            ConvBnAct(mid, out_channels, 3, 2, act_layer=act_layer),
+        )

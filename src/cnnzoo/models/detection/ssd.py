@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.layers import ConvBnAct
+from cnnzoo.layers import ExtraLayer
 from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.detection.autoanchor import PriorFit, fit_ssd_scales
@@ -229,9 +229,7 @@ class SSD(nn.Module):
         for width in extra_channels:
             if width < 2:
                 raise CnnzooError(f"extra_channels must be >= 2, got {tuple(extra_channels)}")
-            extras.append(
-                nn.Sequential(ConvBnAct(prev, width // 2, 1), ConvBnAct(width // 2, width, 3, 2))
-            )
+            extras.append(ExtraLayer(prev, width))
             channels.append(width)
             prev = width
         self.extras = nn.ModuleList(extras)

@@ -20,6 +20,12 @@ scales, at the cell holding its centre. Loss, summed and divided by the batch si
 - classes (weight ``cls_weight``): independent binary cross-entropies (the paper's
   multilabel logistic classifiers) for assigned anchors.
 
+``extra_channels`` appends SSD-style extra layers (:class:`~cnnzoo.layers.ExtraLayer`, a 1x1
+bottleneck then a 3x3 stride-2 convolution) behind the backbone's deepest stage and takes
+the coarsest scales from them: with two extras on a stride-8 backbone such as ``convnet`` the
+three scales sit at strides 8, 16, 32 — the paper's (Darknet-53 at 416 px) — instead of 2, 4,
+8, which makes the heads far cheaper on small inputs (the finest map has 1/16 of the cells).
+
 Departures: the sum replaces concatenation in the top-down path; the objectness bias starts
 at ``log(0.01 / 0.99)`` (a prior of 1%, as in RetinaNet) so the many negatives do not
 dominate the first steps; Darknet's ``(2 - w h)`` box-size scaling is not used.
@@ -48,16 +54,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnzoo.errors import CnnzooError
-from cnnzoo.layers import ConvBnAct
+from cnnzoo.layers import ConvBnAct, ExtraLayer
 from cnnzoo.layers.conv import DarknetAct
 from cnnzoo.models.backbones import build_backbone
 from cnnzoo.models.base import init_weights_kaiming
-from cnnzoo.models.detection.anchors import anchor_iou
 from cnnzoo.models.detection.autoanchor import PriorFit, fit_yolo_anchors
 from cnnzoo.models.detection.box_loss import check_box_loss, iou_loss
-from cnnzoo.models.detection.coders import yolo_decode, yolo_encode
-from cnnzoo.models.detection.ops import box_iou
-from cnnzoo.models.detection.postprocess import score_candidates, valid_boxes
+from cnnzoo.models.detection.coders import yolo_decode
+from cnnzoo.models.detection.postprocess import score_candidates
+from cnnzoo.models.detection.yolo_assign import assign_targets, ignore_mask
 from cnnzoo.registry import register_model
 
 REDMON_2018 = "Redmon, Farhadi, YOLOv3: An Incremental Improvement, arXiv 2018"
@@ -107,6 +112,8 @@ class YOLOv3(nn.Module):
         assigner: ``"best"`` (the paper: one anchor, one cell per truth) or ``"multi"``
             (every anchor of shape IoU above ``assign_iou``, centre cell and two neighbours).
         assign_iou: the shape IoU above which ``"multi"`` makes an anchor positive.
+        extra_channels: widths of up to two extra stride-2 layers behind the backbone (one
+            scale each, the coarsest); ``()``: all three scales from the backbone.
         **backbone_kwargs: options of the backbone builder.
 
     Attributes:
@@ -117,8 +124,8 @@ class YOLOv3(nn.Module):
     ``(N, 3, H_k, W_k, 5 + C)``: ``t_x, t_y, t_w, t_h``, objectness logit, class logits.
 
     Raises:
-        CnnzooError: for a backbone without the three strides, bad anchors, an unknown
-            ``box_loss`` or ``assigner``.
+        CnnzooError: for a backbone without the strides needed, bad anchors, an unknown
+            ``box_loss`` or ``assigner``, more than two or non-positive ``extra_channels``.
     """
 
     anchors: Tensor
@@ -137,9 +144,15 @@ class YOLOv3(nn.Module):
         box_loss: str = "mse",
         assigner: str = "best",
         assign_iou: float = 0.5,
+        extra_channels: Sequence[int] = (),
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
+        extra_channels = tuple(int(c) for c in extra_channels)
+        if len(extra_channels) > 2 or any(c < 1 for c in extra_channels):
+            raise CnnzooError(
+                f"extra_channels must be at most two positive widths, got {extra_channels}"
+            )
         if num_classes < 1:
             raise CnnzooError(f"num_classes must be >= 1, got {num_classes}")
         if assigner not in ASSIGNERS:
@@ -161,10 +174,17 @@ class YOLOv3(nn.Module):
         self.cls_weight = cls_weight
         self.box_weight = box_weight
         self.ignore_thresh = ignore_thresh
-        self.backbone = build_backbone(backbone, in_channels, (None, 2, 4), **backbone_kwargs)
+        wanted = (None, 2, 4)[: 3 - len(extra_channels)]
+        self.backbone = build_backbone(backbone, in_channels, wanted, **backbone_kwargs)
         # Finest first from here on.
-        channels = self.backbone.feature_info.channels()[::-1]
-        self.strides: tuple[int, ...] = tuple(self.backbone.feature_info.reduction()[::-1])
+        channels = list(self.backbone.feature_info.channels()[::-1])
+        strides = list(self.backbone.feature_info.reduction()[::-1])
+        self.extras = nn.ModuleList()
+        for width in extra_channels:
+            self.extras.append(ExtraLayer(channels[-1], width, act_layer=DarknetAct))
+            channels.append(width)
+            strides.append(2 * strides[-1])
+        self.strides: tuple[int, ...] = tuple(strides)
         self.lateral = nn.ModuleList(
             ConvBnAct(c, neck_channels, 1, act_layer=DarknetAct) for c in channels
         )
@@ -174,6 +194,7 @@ class YOLOv3(nn.Module):
         self.predictors = nn.ModuleList(
             nn.Conv2d(neck_channels, self.num_anchors * (5 + num_classes), 1) for _ in channels
         )
+        init_weights_kaiming(self.extras)
         init_weights_kaiming(self.lateral)
         init_weights_kaiming(self.smooth)
         prior = math.log(0.01 / 0.99)
@@ -187,6 +208,8 @@ class YOLOv3(nn.Module):
         """Return the raw predictions of the three scales, finest first, each
         ``(N, 3, H_k, W_k, 5 + C)``."""
         maps = self.backbone(x)[::-1]  # finest first
+        for extra in self.extras:
+            maps.append(extra(maps[-1]))
         fused: list[Tensor] = []
         top: Tensor | None = None
         for k in reversed(range(len(maps))):  # coarsest first: top-down
@@ -242,61 +265,16 @@ class YOLOv3(nn.Module):
             truth's best anchor at its centre cell wins over the extra ``"multi"`` positives,
             and then the larger truth is kept.
         """
-        n, a, c = len(targets), self.num_anchors, self.num_classes
         anchors = self.anchors if device is None else self.anchors.to(device)
-        dev = anchors.device
-        out = [
-            {
-                "pos": torch.zeros(n, a, h, w, dtype=torch.bool, device=dev),
-                "box": torch.zeros(n, a, h, w, 4, device=dev),
-                "xyxy": torch.zeros(n, a, h, w, 4, device=dev),
-                "cls": torch.zeros(n, a, h, w, c, device=dev),
-            }
-            for h, w in grid_sizes
-        ]
-        for i, target in enumerate(targets):
-            boxes, labels = valid_boxes(target, dev)
-            if not len(boxes):
-                continue
-            wh = boxes[:, 2:] - boxes[:, :2]
-            centre = (boxes[:, :2] + boxes[:, 2:]) / 2
-            shape_iou = anchor_iou(wh, anchors)
-            best = shape_iou.argmax(1)
-            area = (wh[:, 0] * wh[:, 1]).tolist()
-            # (extra?, area, truth, anchor, row, col)
-            claims: list[tuple[int, float, int, int, int, int]] = []
-            for j in range(len(boxes)):
-                chosen = [int(best[j])]
-                if self.assigner == "multi":
-                    extra = (shape_iou[j] > self.assign_iou).nonzero().flatten().tolist()
-                    chosen += [q for q in extra if q != chosen[0]]
-                for q in chosen:
-                    k = q // a
-                    h, w = grid_sizes[k]
-                    g = centre[j] / self.strides[k]
-                    col = min(max(int(g[0]), 0), w - 1)
-                    row = min(max(int(g[1]), 0), h - 1)
-                    claims.append((int(q != chosen[0]), area[j], j, q, row, col))
-                    if self.assigner == "multi":
-                        dx = -1 if float(g[0]) - col < 0.5 else 1
-                        dy = -1 if float(g[1]) - row < 0.5 else 1
-                        if 0 <= col + dx < w:
-                            claims.append((1, area[j], j, q, row, col + dx))
-                        if 0 <= row + dy < h:
-                            claims.append((1, area[j], j, q, row + dy, col))
-            # Written in order, so the last claim of a slot wins: extra positives first, then
-            # each truth's own best; smaller truths before larger ones.
-            for _, _, j, q, row, col in sorted(claims, key=lambda t: (-t[0], t[1])):
-                k, slot = divmod(q, a)
-                cell = torch.tensor([col, row], device=dev, dtype=boxes.dtype)
-                out[k]["pos"][i, slot, row, col] = True
-                out[k]["box"][i, slot, row, col] = yolo_encode(
-                    boxes[j], cell, anchors[q], self.strides[k]
-                )
-                out[k]["xyxy"][i, slot, row, col] = boxes[j]
-                out[k]["cls"][i, slot, row, col] = 0.0
-                out[k]["cls"][i, slot, row, col, int(labels[j])] = 1.0
-        return out
+        return assign_targets(
+            targets,
+            grid_sizes,
+            anchors,
+            self.strides,
+            self.num_classes,
+            self.assigner == "multi",
+            self.assign_iou,
+        )
 
     def loss(
         self,
@@ -318,18 +296,13 @@ class YOLOv3(nn.Module):
             raise CnnzooError(f"{n} images in the outputs but {len(targets)} targets")
         grid_sizes = [(o.shape[2], o.shape[3]) for o in outputs]
         assigned = self.assign(targets, grid_sizes, device)
-        truths = [valid_boxes(t, device)[0] for t in targets]
         zero = outputs[0].sum() * 0
         loss_box, loss_obj, loss_cls = zero, zero, zero
         for k, (o, asg) in enumerate(zip(outputs, assigned, strict=True)):
             pos = asg["pos"]
             with torch.no_grad():
                 pred = self.decode_boxes(o.detach().float(), k)
-                ignore = torch.zeros_like(pos)
-                for i, truth in enumerate(truths):
-                    if len(truth):
-                        best = box_iou(pred[i].reshape(-1, 4), truth).amax(1)
-                        ignore[i] = (best > self.ignore_thresh).view(pos.shape[1:])
+                ignore = ignore_mask(pred, targets, self.ignore_thresh)
             neg = ~pos & ~ignore
             obj = o[..., 4]
             loss_obj = loss_obj + F.binary_cross_entropy_with_logits(
@@ -422,6 +395,7 @@ def yolov3(
     box_loss: str = "mse",
     assigner: str = "best",
     assign_iou: float = 0.5,
+    extra_channels: Sequence[int] = (),
     **backbone_kwargs: Any,
 ) -> YOLOv3:
     """YOLOv3: three scales with top-down fusion, three anchors each (default
@@ -438,5 +412,39 @@ def yolov3(
         box_loss=box_loss,
         assigner=assigner,
         assign_iou=assign_iou,
+        extra_channels=extra_channels,
         **backbone_kwargs,
+    )
+
+
+@register_model(
+    task="detection",
+    paper=REDMON_2018,
+    input_size=(3, 96, 96),
+    min_input_size=32,
+    family="yolo",
+)
+def yolov3_tiny(
+    num_classes: int = 20,
+    in_channels: int = 3,
+    backbone: str = "convnet",
+    neck_channels: int = 64,
+    extra_channels: Sequence[int] = (128, 128),
+    **kwargs: Any,
+) -> YOLOv3:
+    """A small YOLOv3 for CPUs and small devices, in the spirit of Darknet's yolov3-tiny: the
+    same head, anchors, assignment and loss as :func:`yolov3` (all its options apply) on a
+    narrow ``convnet`` backbone (widths 16, 32, 64 unless ``widths`` is given) with two extra
+    stride-2 layers, so the three scales sit at strides 8, 16, 32, and a 64-wide neck.
+    Departure from Darknet's cfg: three scales instead of two, cnnzoo's VGG-style
+    ``convnet`` instead of its max-pool stack."""
+    if backbone == "convnet":
+        kwargs.setdefault("widths", (16, 32, 64))
+    return yolov3(
+        num_classes,
+        in_channels,
+        backbone,
+        neck_channels=neck_channels,
+        extra_channels=extra_channels,
+        **kwargs,
     )
