@@ -89,6 +89,17 @@ def test_yolov3_extra_layers_move_the_scales_to_coarser_strides(extra, strides):
     assert torch.isfinite(loss["loss"]) and float(loss["loss_box"]) > 0
 
 
+def test_yolov3_tiny_is_yolov3_at_the_papers_strides_on_a_narrow_backbone():
+    tiny = create_model("yolov3_tiny", num_classes=4)
+    assert type(tiny) is type(create_model("yolov3", num_classes=4, **TINY))
+    assert tiny.strides == (8, 16, 32) and tiny.box_weight == 5.0
+    assert tiny.backbone.feature_info.channels() == [64]
+    assert sum(p.numel() for p in tiny.parameters()) < 400_000
+    # every yolov3 option applies
+    other = create_model("yolov3_tiny", num_classes=4, box_weight=1.0, extra_channels=(32,))
+    assert other.strides == (4, 8, 16) and other.box_weight == 1.0
+
+
 @pytest.mark.parametrize("extra", [(8, 8, 8), (0,), (16, -4)])
 def test_yolov3_bad_extra_layers_rejected(extra):
     with pytest.raises(CnnzooError, match="extra_channels"):
