@@ -31,12 +31,12 @@ def batch_truths(
     """Return every valid truth of the batch: boxes ``(T, 4)``, labels ``(T,)`` and the
     index of its image ``(T,)``, in image order."""
     per = [valid_boxes(t, device) for t in targets]
-    boxes = torch.cat([b for b, _ in per]) if per else torch.zeros(0, 4, device=device)
-    labels = torch.cat([lab for _, lab in per]) if per else torch.zeros(0, dtype=torch.int64)
-    image = torch.cat(
-        [torch.full((len(b),), i, dtype=torch.int64, device=device) for i, (b, _) in enumerate(per)]
-    ) if per else torch.zeros(0, dtype=torch.int64, device=device)  # fmt: skip
-    return boxes, labels.to(device), image
+    if not per:
+        none = torch.zeros(0, dtype=torch.int64, device=device)
+        return torch.zeros(0, 4, device=device), none, none
+    counts = torch.as_tensor([len(b) for b, _ in per], device=device)
+    image = torch.repeat_interleave(torch.arange(len(per), device=device), counts)
+    return torch.cat([b for b, _ in per]), torch.cat([lab for _, lab in per]), image
 
 
 def assign_targets(
@@ -112,13 +112,14 @@ def assign_targets(
     # centre / x-neighbour / y-neighbour.
     rank = torch.where(is_best, 0, 1 + qs[None]).argsort(1)  # (T, Q): anchors in rank order
     pick = rank[..., None].expand(t, q, 3)
-    grab = lambda x: x.gather(1, pick)  # noqa: E731
-    keep = grab(valid).reshape(-1)
-    truth = torch.arange(t, device=dev)[:, None, None].expand(t, q, 3).reshape(-1)[keep]
-    anchor = qs[rank][..., None].expand(t, q, 3).reshape(-1)[keep]
-    cell_col = grab(cols).reshape(-1)[keep]
-    cell_row = grab(rows).reshape(-1)[keep]
-    is_extra = grab(extra).reshape(-1)[keep]
+
+    def claims(x: Tensor) -> Tensor:  # (T, Q, 3) -> the valid claims, in creation order
+        return x.gather(1, pick).reshape(-1)[keep]
+
+    keep = valid.gather(1, pick).reshape(-1)
+    truth = claims(torch.arange(t, device=dev)[:, None, None].expand(t, q, 3))
+    anchor = claims(qs[None, :, None].expand(t, q, 3))
+    cell_col, cell_row, is_extra = claims(cols), claims(rows), claims(extra)
     # Later claims win: extra positives before own-best ones, smaller truths before larger
     # ones, creation order last (two stable sorts: the minor key first).
     order = area[truth].argsort(stable=True)
