@@ -376,13 +376,17 @@ class YOLOv3(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-@register_model(
-    task="detection",
-    paper=REDMON_2018,
-    input_size=(3, 96, 96),
-    min_input_size=32,
-    family="yolo",
-)
+_REGISTRATION: dict[str, Any] = {
+    "task": "detection",
+    "paper": REDMON_2018,
+    "input_size": (3, 96, 96),
+    "min_input_size": 32,
+    "family": "yolo",
+}
+"""What ``yolov3`` and ``yolov3_tiny`` are registered with."""
+
+
+@register_model(**_REGISTRATION)
 def yolov3(
     num_classes: int = 20,
     in_channels: int = 3,
@@ -417,13 +421,7 @@ def yolov3(
     )
 
 
-@register_model(
-    task="detection",
-    paper=REDMON_2018,
-    input_size=(3, 96, 96),
-    min_input_size=32,
-    family="yolo",
-)
+@register_model(**_REGISTRATION)
 def yolov3_tiny(
     num_classes: int = 20,
     in_channels: int = 3,
