@@ -24,8 +24,9 @@ lint: venv
 	$(BIN)/ruff check src tests benchmarks scripts notebooks
 	$(BIN)/ruff format --check src tests benchmarks scripts notebooks
 
+# One pytest worker per core (each test file on one worker, so its fixtures are built once).
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 format: venv
 	$(BIN)/ruff format src tests benchmarks scripts notebooks

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,10 @@ settings.register_profile("fuzz", max_examples=2000)
 # One intra-op thread: the tests' models are tiny, and two threads spin-waiting on a busy
 # 2-core machine are up to 100x slower. Tests that need more set it themselves.
 torch.set_num_threads(1)
+# Under pytest-xdist (`make test`: one worker per core) the cores are already busy: the
+# commands the tests start get one thread too.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

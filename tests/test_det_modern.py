@@ -121,6 +121,29 @@ def test_yolov3_paper_loss_is_unchanged_by_the_new_options() -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_iou_objectness_target_is_the_decoded_boxs_iou_with_its_truth() -> None:
+    target = {"boxes": torch.tensor([_box(40.0, 52.0, 12)]), "labels": torch.tensor([0])}
+    paper, ours = _yolo(), _yolo(obj_target="iou")
+    outputs = _perfect_outputs(ours, [target])
+    assigned = ours.assign([target], _grids(ours))
+    (k,) = [k for k, a in enumerate(assigned) if a["pos"].any()]
+    pos = assigned[k]["pos"]
+    outputs[k][..., 2][pos] += 0.5  # the box grows wider: IoU exp(-0.5) with the truth
+    logit = 2.0
+    for o in outputs:
+        o[..., 4] = -20.0  # negatives (and ignored anchors) cost ~0
+    outputs[k][..., 4][pos] = logit
+    iou = math.exp(-0.5)
+    expected = -(iou * math.log(torch.sigmoid(torch.tensor(logit)).item())
+                 + (1 - iou) * math.log(1 - torch.sigmoid(torch.tensor(logit)).item()))  # fmt: skip
+    got = ours.loss(outputs, [target], (SIZE, SIZE))["loss_obj"].item()
+    assert got == pytest.approx(expected, rel=1e-3)
+    paper_obj = paper.loss(outputs, [target], (SIZE, SIZE))["loss_obj"].item()
+    expected_paper = -math.log(torch.sigmoid(torch.tensor(logit)).item())
+    assert paper_obj == pytest.approx(expected_paper, rel=1e-3)
+    assert abs(got - paper_obj) > 0.1
+
+
 def test_ssd_iou_loss_is_zero_for_the_matched_offsets_and_ciou_for_others() -> None:
     torch.manual_seed(0)
     model = create_model("ssd", num_classes=2, backbone="convnet", widths=[8, 16, 16],
@@ -147,6 +170,7 @@ def test_ssd_iou_loss_is_zero_for_the_matched_offsets_and_ciou_for_others() -> N
     [
         ("yolov3", {"box_loss": "l2"}, "box_loss='l2' is unknown; expected one of mse, giou"),
         ("yolov3", {"assigner": "all"}, "assigner='all' is unknown"),
+        ("yolov3", {"obj_target": "giou"}, "obj_target='giou' is unknown"),
         ("ssd", {"box_loss": "mse"}, "box_loss='mse' is unknown; expected one of smooth_l1"),
     ],
 )

@@ -63,9 +63,26 @@ def test_modern_recipe_records_its_resolved_settings(modern_run) -> None:
     config = _config(modern_run.run_dir)
     assert config["recipe"] == "modern" and config["ema_decay"] == 0.999
     assert config["det_augment"] == "mosaic" and config["scheduler"] == "onecycle"
-    assert config["model_kwargs"] == {**TINY, "box_loss": "ciou", "assigner": "multi"}
+    modern = {"box_loss": "ciou", "assigner": "multi", "obj_target": "iou"}
+    assert config["model_kwargs"] == {**TINY, **modern}
     spec = json.loads((modern_run.run_dir / "model.json").read_text())
-    assert spec["kwargs"]["box_loss"] == "ciou" and spec["kwargs"]["assigner"] == "multi"
+    assert {k: spec["kwargs"][k] for k in modern} == modern
+
+
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        ("yolov3", {"box_loss": "ciou", "assigner": "multi", "obj_target": "iou"}),
+        ("yolov3_tiny", {"box_loss": "ciou", "assigner": "multi", "obj_target": "iou"}),
+        ("ssd", {"box_loss": "ciou"}),
+        ("fast_rcnn", {}),
+    ],
+)
+def test_modern_recipe_model_options_reach_each_detector_that_takes_them(
+    model: str, expected: dict
+) -> None:
+    cfg = family_for("detection").apply_recipe(TrainConfig(model=model, recipe="modern"))
+    assert cfg.model_kwargs == expected
 
 
 def test_explicit_options_override_the_recipe(scenes: Path, tmp_path: Path) -> None:

@@ -174,6 +174,14 @@ def test_model_options_after_a_plus_become_model_args() -> None:
         peers.check_options("detection", _options(models="yolov3_tiny+box_weight"))
 
 
+def test_an_entrys_recipe_replaces_the_benchmarks_recipe_of_the_model() -> None:
+    run = (Path("r"), 15, 0.05, 0, "cpu")
+    best = cnnzoo_side.train_command("yolov3_tiny", "scenes:/d", *run)
+    paper = cnnzoo_side.train_command("yolov3_tiny:paper", "scenes:/d", *run)
+    recipes = [[c[i + 1] for i, a in enumerate(c) if a == "--recipe"] for c in (best, paper)]
+    assert recipes == [["modern"], ["paper"]]
+
+
 def test_parallel_lanes_take_the_trainings_in_turn_peer_first() -> None:
     import peers
 

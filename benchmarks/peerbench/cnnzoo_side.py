@@ -19,7 +19,7 @@ PRETRAINED = ["--backbone-weights", "convnet.fmnist"]
 RECIPES: dict[str, list[str]] = {
     "fast_rcnn": [*PRETRAINED, *BEST],
     "yolov3": [*PRETRAINED, *BEST],
-    "yolov3_tiny": ["--backbone-weights", "convnet.fmnist_w16", *BEST],
+    "yolov3_tiny": ["--backbone-weights", "convnet.fmnist_w16", "--recipe", "modern", *BEST],
     "ssd": [*PRETRAINED, *BEST],
     "unet": ["--model-arg", "width=16", "--model-arg", "depth=4", "--lr", "3e-3", *BEST],
     "fcn8s": ["--backbone", "resnet18", "--lr", "2e-3", *BEST],
@@ -27,7 +27,8 @@ RECIPES: dict[str, list[str]] = {
 """``cnnzoo train`` options per model beyond data, budget and split: the recipes of
 ``benchmarks/detection.py`` and ``benchmarks/segmentation.py`` (detectors from the shipped
 Fashion-MNIST classifier ``convnet.fmnist``, ``yolov3_tiny`` from its narrow sibling
-``convnet.fmnist_w16``, ``unet`` width 16 from scratch). Other
+``convnet.fmnist_w16`` with ``--recipe modern``, ``unet`` width 16 from scratch; a
+``MODEL:RECIPE`` entry's recipe wins). Other
 registered models train with cnnzoo's defaults plus ``--precision auto`` (bf16 autocast only
 where the processor has bf16 instructions) and channels-last."""
 DEFAULT_MODELS = {"detection": ["fast_rcnn", "yolov3_tiny"], "segmentation": ["unet"]}
@@ -51,6 +52,9 @@ def train_command(
     KEY=VALUE`` per ``+``)."""
     model, *model_args = model.split("+")
     model, _, recipe = model.partition(":")
+    base = list(RECIPES.get(model, BEST))
+    if recipe and "--recipe" in base:  # the entry's recipe replaces the benchmark's
+        del base[base.index("--recipe") : base.index("--recipe") + 2]
     extra = [*extra, "--recipe", recipe] if recipe else list(extra)
     for arg in model_args:
         extra += ["--model-arg", arg]
@@ -58,7 +62,7 @@ def train_command(
         sys.executable, "-m", "cnnzoo.cli", "train", model, "--data", spec, "--out", str(run_dir),
         "--time", f"{minutes:g}", "--val-fraction", f"{val_fraction:g}", "--seed", str(seed),
         "--accelerator", "gpu" if device == "cuda" else "cpu", "--no-progress",
-        *RECIPES.get(model, BEST), *extra,
+        *base, *extra,
     ]  # fmt: skip
 
 

@@ -14,8 +14,9 @@ What ``modern`` changes (each measured in ``benchmarks/det_recipe.py``, docs/det
 - ``det_augment="mosaic"``: mosaic, scale jitter and colour jitter on the batches
   (:class:`~cnnzoo.data.det_augment.MosaicAugment`) besides the paper's flip;
 - model options, for the models that have them: ``box_loss="ciou"`` (YOLOv3, SSD: CIoU on the
-  decoded boxes) and ``assigner="multi"`` (YOLOv3: several anchors and neighbour cells per
-  truth; SSD already matches several default boxes).
+  decoded boxes), ``assigner="multi"`` (YOLOv3: several anchors and neighbour cells per
+  truth; SSD already matches several default boxes) and ``obj_target="iou"`` (YOLOv3: a
+  positive's objectness target is its decoded box's IoU with its truth, as YOLOv5).
 
 Both keep the family's optimiser and its warm-up + cosine schedule (``onecycle``: 25 %
 linear warm-up, then cosine to 0) and AutoAnchor (``--autoanchor``, on by default).
@@ -36,7 +37,7 @@ DETECTION_RECIPES: dict[str, dict[str, Any]] = {
     "modern": {
         "ema_decay": 0.999,
         "det_augment": "mosaic",
-        "model_kwargs": {"box_loss": "ciou", "assigner": "multi"},
+        "model_kwargs": {"box_loss": "ciou", "assigner": "multi", "obj_target": "iou"},
     },
 }
 """``--recipe`` for detectors: training options, and ``model_kwargs`` given to the models

@@ -36,7 +36,9 @@ boxes (:mod:`~cnnzoo.models.detection.box_loss`); ``assigner="multi"`` makes a t
 positive for every anchor whose shape IoU exceeds ``assign_iou`` (its best one always) at its
 centre's cell *and* at the horizontal and vertical neighbour cells nearest the centre, as
 YOLOv5 does — more positives per truth. With ``sigmoid(t) + c`` a neighbour cell reaches the
-centre only up to its border; the IoU loss pulls it as close as it can.
+centre only up to its border; the IoU loss pulls it as close as it can. ``obj_target="iou"``
+makes a positive's objectness target the IoU of its decoded box with its truth (detached,
+as YOLOv5 does) instead of the paper's 1, so the score ranks boxes by how well they fit.
 
 Decoding scores a (box, class) pair by ``sigmoid(objectness) x sigmoid(class logit)``, then
 :func:`~cnnzoo.models.detection.postprocess.score_candidates` (threshold, class-aware NMS,
@@ -61,7 +63,7 @@ from cnnzoo.models.base import init_weights_kaiming
 from cnnzoo.models.detection.autoanchor import PriorFit, fit_yolo_anchors
 from cnnzoo.models.detection.box_loss import check_box_loss, iou_loss
 from cnnzoo.models.detection.coders import yolo_decode
-from cnnzoo.models.detection.postprocess import score_candidates
+from cnnzoo.models.detection.postprocess import paired_iou, score_candidates
 from cnnzoo.models.detection.yolo_assign import assign_targets, ignore_mask
 from cnnzoo.registry import register_model
 
@@ -86,6 +88,10 @@ box sizes for anchors fitted to it."""
 
 ASSIGNERS = ("best", "multi")
 """``best``: the paper's one anchor at one cell per truth; ``multi``: YOLOv5's several."""
+
+OBJ_TARGETS = ("one", "iou")
+"""A positive's objectness target: ``one`` (the paper) or ``iou`` (its decoded box's IoU
+with its truth, YOLOv5)."""
 
 MAX_LOG_SCALE = 10.0
 """``t_w, t_h`` are clamped to ``[-10, 10]`` before decoding so ``exp`` cannot overflow."""
@@ -112,6 +118,8 @@ class YOLOv3(nn.Module):
         assigner: ``"best"`` (the paper: one anchor, one cell per truth) or ``"multi"``
             (every anchor of shape IoU above ``assign_iou``, centre cell and two neighbours).
         assign_iou: the shape IoU above which ``"multi"`` makes an anchor positive.
+        obj_target: a positive's objectness target, ``"one"`` (the paper) or ``"iou"`` (the
+            IoU of its decoded box with its truth, detached).
         extra_channels: widths of up to two extra stride-2 layers behind the backbone (one
             scale each, the coarsest); ``()``: all three scales from the backbone.
         **backbone_kwargs: options of the backbone builder.
@@ -125,7 +133,8 @@ class YOLOv3(nn.Module):
 
     Raises:
         CnnzooError: for a backbone without the strides needed, bad anchors, an unknown
-            ``box_loss`` or ``assigner``, more than two or non-positive ``extra_channels``.
+            ``box_loss``, ``assigner`` or ``obj_target``, more than two or non-positive
+            ``extra_channels``.
     """
 
     anchors: Tensor
@@ -145,6 +154,7 @@ class YOLOv3(nn.Module):
         assigner: str = "best",
         assign_iou: float = 0.5,
         extra_channels: Sequence[int] = (),
+        obj_target: str = "one",
         **backbone_kwargs: Any,
     ) -> None:
         super().__init__()
@@ -157,6 +167,11 @@ class YOLOv3(nn.Module):
             raise CnnzooError(f"num_classes must be >= 1, got {num_classes}")
         if assigner not in ASSIGNERS:
             raise CnnzooError(f"assigner={assigner!r} is unknown; expected one of {ASSIGNERS}")
+        if obj_target not in OBJ_TARGETS:
+            raise CnnzooError(
+                f"obj_target={obj_target!r} is unknown; expected one of {OBJ_TARGETS}"
+            )
+        self.obj_target = obj_target
         self.box_loss = check_box_loss(box_loss, "mse")
         self.assigner = assigner
         self.assign_iou = float(assign_iou)
@@ -305,8 +320,12 @@ class YOLOv3(nn.Module):
                 ignore = ignore_mask(pred, targets, self.ignore_thresh)
             neg = ~pos & ~ignore
             obj = o[..., 4]
+            if self.obj_target == "iou":
+                obj_pos = paired_iou(pred[pos], asg["xyxy"][pos]).clamp(0, 1).to(obj.dtype)
+            else:
+                obj_pos = torch.ones_like(obj[pos])
             loss_obj = loss_obj + F.binary_cross_entropy_with_logits(
-                obj[pos], torch.ones_like(obj[pos]), reduction="sum"
+                obj[pos], obj_pos, reduction="sum"
             )
             loss_obj = loss_obj + F.binary_cross_entropy_with_logits(
                 obj[neg], torch.zeros_like(obj[neg]), reduction="sum"
@@ -400,6 +419,7 @@ def yolov3(
     assigner: str = "best",
     assign_iou: float = 0.5,
     extra_channels: Sequence[int] = (),
+    obj_target: str = "one",
     **backbone_kwargs: Any,
 ) -> YOLOv3:
     """YOLOv3: three scales with top-down fusion, three anchors each (default
@@ -417,6 +437,7 @@ def yolov3(
         assigner=assigner,
         assign_iou=assign_iou,
         extra_channels=extra_channels,
+        obj_target=obj_target,
         **backbone_kwargs,
     )
 
@@ -429,6 +450,9 @@ def yolov3_tiny(
     neck_channels: int = 64,
     extra_channels: Sequence[int] = (128, 128),
     box_weight: float = 5.0,
+    box_loss: str = "mse",
+    assigner: str = "best",
+    obj_target: str = "one",
     **kwargs: Any,
 ) -> YOLOv3:
     """A small YOLOv3 for CPUs and small devices, in the spirit of Darknet's yolov3-tiny: the
@@ -437,8 +461,10 @@ def yolov3_tiny(
     stride-2 layers, so the three scales sit at strides 8, 16, 32, and a 64-wide neck.
     The box term is weighted 5 (``box_weight``; measured in 15-minute runs on the peer
     benchmark's scenes: mAP 0.204 against 0.195 with the paper's 1, mAP@0.75 0.165 against
-    0.142, docs/detection.md). Departures from Darknet's cfg: three scales instead of two,
-    cnnzoo's VGG-style ``convnet`` instead of its max-pool stack."""
+    0.142, docs/detection.md). The training options a ``--recipe`` sets (``box_loss``,
+    ``assigner``, ``obj_target``) are named here so the recipe reaches this model too.
+    Departures from Darknet's cfg: three scales instead of two, cnnzoo's VGG-style
+    ``convnet`` instead of its max-pool stack."""
     if backbone == "convnet":
         kwargs.setdefault("widths", (16, 32, 64))
     return yolov3(
@@ -448,5 +474,8 @@ def yolov3_tiny(
         neck_channels=neck_channels,
         extra_channels=extra_channels,
         box_weight=box_weight,
+        box_loss=box_loss,
+        assigner=assigner,
+        obj_target=obj_target,
         **kwargs,
     )
