@@ -20,8 +20,10 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # click's help layout: readable at 80 columns, no one-word column
 )
-console = Console()
-err_console = Console(stderr=True)
+# Lines of text are not broken at the terminal's width (the terminal wraps them): a path or a
+# command printed for the user to copy stays one piece. Tables still fit the width.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
