@@ -20,10 +20,8 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=None,  # click's help layout: readable at 80 columns, no one-word column
 )
-# Lines of text are not broken at the terminal's width (the terminal wraps them): a path or a
-# command printed for the user to copy stays one piece. Tables still fit the width.
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+console = Console()
+err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 

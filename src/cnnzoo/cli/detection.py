@@ -92,8 +92,8 @@ def data_scenes(
     from cnnzoo.data.scenes import generate_scenes
 
     root = generate_scenes(out, train, test, size, max_items, seed, source, data_dir)
-    console.print(f"wrote {train} train and {test} test scenes to {root}", highlight=False)
-    console.print(
-        f"use: cnnzoo train unet --data scenes:{root}   (segmentation or detection)",
-        highlight=False,
-    )
+    # soft_wrap: the path and the command stay whole for copying, however long
+    say = {"highlight": False, "markup": False, "soft_wrap": True}
+    console.print(f"wrote {train} train and {test} test scenes to {root}", **say)
+    usage = f"use: cnnzoo train unet --data scenes:{root}   (segmentation or detection)"
+    console.print(usage, **say)
