@@ -54,7 +54,8 @@ def train_command(
     model, _, recipe = model.partition(":")
     base = list(RECIPES.get(model, BEST))
     if recipe and "--recipe" in base:  # the entry's recipe replaces the benchmark's
-        del base[base.index("--recipe") : base.index("--recipe") + 2]
+        at = base.index("--recipe")
+        del base[at : at + 2]
     extra = [*extra, "--recipe", recipe] if recipe else list(extra)
     for arg in model_args:
         extra += ["--model-arg", arg]
