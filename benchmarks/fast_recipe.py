@@ -27,7 +27,8 @@ from typing import Any
 LADDER: list[tuple[str, str, dict[str, Any]]] = [
     ("demo", "the demo recipe: convnet, SGD + Nesterov, one-cycle, bf16 + channels-last", {}),
     ("+head BN", "BatchNorm in the convnet's hidden layer", {"model_kwargs": {"head_norm": True}}),
-    ("fast", "+ flip test-time augmentation = `--recipe fast`", {"recipe": "fast"}),
+    ("fast", "+ PyTorch init, 2 px crops, 16-channel first stage, flip + shift TTA = "
+     "`--recipe fast`", {"recipe": "fast"}),
     ("fast +EMA", "+ EMA of the weights, decay 0.99 per step (not kept)",
      {"recipe": "fast", "ema_decay": 0.99}),
 ]  # fmt: skip
@@ -49,6 +50,34 @@ def rung_configs(names: list[str] | None) -> list[tuple[str, str, dict[str, Any]
         if name not in known:
             sys.exit(f"unknown rung {name!r}; expected some of {', '.join(known)}")
     return [r for r in LADDER if names is None or r[0] in names]
+
+
+VIEWS = {"one view": None, "flip": 0, "flip + shifts": 1}
+"""Test-time views each run is also scored with (None: no TTA; else ``--tta-shift``)."""
+
+
+def view_accuracies(run_dir: Path) -> dict[str, float]:
+    """Return the test accuracy of a finished run's model under each of :data:`VIEWS`, in
+    fp32 (the run's own figure is measured in its training precision)."""
+    import torch
+
+    from cnnzoo.families.classification.evaluate import batch_accuracy, run_data
+    from cnnzoo.rundir import RunDir
+    from cnnzoo.tasks.tta import flip_average
+
+    run = RunDir.open(run_dir)
+    model, spec = run.load_model()
+    dm, _ = run_data(run, spec, split="test")
+    out = {}
+    with torch.no_grad():
+        for name, shift in VIEWS.items():
+            if shift is None:
+                out[name] = batch_accuracy(lambda x: model(x).argmax(1), dm, "test")
+            else:
+                out[name] = batch_accuracy(
+                    lambda x, s=shift: flip_average(model, x, s).argmax(1), dm, "test"
+                )
+    return {k: round(v, 4) for k, v in out.items()}
 
 
 def main() -> None:
@@ -81,7 +110,8 @@ def main() -> None:
             )  # fmt: skip
             result = train(cfg)
             runs.append({"seed": seed, "accuracy": result.metrics["test/accuracy"],
-                         "seconds": result.seconds, "epochs": result.epochs})  # fmt: skip
+                         "seconds": result.seconds, "epochs": result.epochs,
+                         "views": view_accuracies(result.run_dir)})  # fmt: skip
             print(json.dumps({"rung": name, **runs[-1]}), flush=True)
             with open(Path(args.runs) / "ladder.jsonl", "a") as f:
                 f.write(json.dumps({"rung": name, **runs[-1]}) + "\n")
@@ -92,21 +122,30 @@ def main() -> None:
             "accuracy_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
             "seconds_mean": round(statistics.mean(r["seconds"] for r in runs), 1),
             "epochs_mean": round(statistics.mean(r["epochs"] for r in runs), 1),
+            "views": {v: _mean_std([r["views"][v] for r in runs]) for v in VIEWS},
         })  # fmt: skip
     lines = [
         f"Machine: {machine(threads)}; budget {args.minutes} min per run (`--time`)",
         "",
-        "| rung | adds | test accuracy | train s | epochs |",
-        "|---|---|---|---|---|",
+        "| rung | adds | test accuracy | train s | epochs | "
+        + " | ".join(f"{v} (fp32)" for v in VIEWS)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(VIEWS),
     ]
     for row in table:
         acc = f"{row['accuracy_mean']:.4f} ± {row['accuracy_std']:.4f} ({row['seeds']} seeds)"
+        views = " | ".join(f"{m:.4f} ± {s:.4f}" for m, s in row["views"].values())
         lines.append(f"| {row['rung']} | {row['adds']} | {acc} | {row['seconds_mean']} | "
-                     f"{row['epochs_mean']} |")  # fmt: skip
+                     f"{row['epochs_mean']} | {views} |")  # fmt: skip
     print("\n".join(lines))
     if args.save:
         doc = {"machine": machine(threads), "minutes": args.minutes, "rows": table}
         Path(args.save).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return round(statistics.mean(values), 4), round(std, 4)
 
 
 if __name__ == "__main__":

@@ -240,7 +240,7 @@ def compare(task: str, args: argparse.Namespace) -> int:
             truth = splits.test_masks
             h, w = load_image(splits.splits["train"][0][0], 3).shape[-2:]
             job |= {"train": splits.splits["train"], "num_classes": len(splits.class_names),
-                    "loop": args.peer_loop,
+                    "loop": args.peer_loop, "precision": args.peer_precision,
                     "crop": args.size or -(-max(h, w) // 32) * 32}  # fmt: skip
     except CnnzooError as error:
         fail(str(error))
@@ -394,6 +394,13 @@ def build_parser() -> Parser:
                 choices=("matched", "plain"),
                 default="matched",
                 help="the smp training loop: matched (cnnzoo's segmentation recipe) or plain",
+            )
+            sub.add_argument(
+                "--peer-precision",
+                choices=("fp32", "bf16"),
+                default="fp32",
+                help="the smp loop's training precision (bf16: autocast, as cnnzoo's "
+                "--precision auto on a CPU with bf16 instructions)",
             )
         sub.add_argument("--speed-threads", type=int, default=1)
         sub.add_argument("--speed-repeats", type=int, default=5)

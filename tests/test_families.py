@@ -130,7 +130,8 @@ _SET = {"loss": "mse", "label_smoothing": 0.1, "aux_weight": 0.7, "image_size": 
         "backbone_weights": "convnet.fmnist", "input_size": [64, 64], "dice_weight": 0.5,
         "class_weights": [1.0, 2.0], "snapshots": 1, "images": "x.json", "latent": 8,
         "beta": 2.0, "denoise": "gaussian:0.1", "decay_start": 0.5, "fid_samples": 10,
-        "det_augment": "mosaic", "autoanchor": False, "tta": True, "crop_padding": 2}  # fmt: skip
+        "det_augment": "mosaic", "autoanchor": False, "tta": True, "tta_shift": 1,
+        "crop_padding": 2}  # fmt: skip
 _MODEL = {"classification": "convnet", "segmentation": "unet", "detection": "yolov3",
           "reconstruction": "conv_ae", "generation": "dcgan", "translation": "pix2pix"}  # fmt: skip
 

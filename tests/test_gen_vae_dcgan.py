@@ -258,7 +258,7 @@ def test_discriminator_only_steps_lower_its_loss_and_separate_real_from_fake():
         out["loss"].backward()
         d_opt.step()
         history.append(out)
-    assert float(history[-1]["loss"]) < float(history[0]["loss"]) - 0.1
+    assert float(history[-1]["loss"].detach()) < float(history[0]["loss"].detach()) - 0.1
     assert float(history[-1]["d_real"]) > float(history[-1]["d_fake"])
 
 

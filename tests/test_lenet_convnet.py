@@ -42,3 +42,17 @@ def test_reset_classifier_changes_outputs_and_keeps_the_body():
     assert model.num_classes == 4
     pre = model.forward_head(model.forward_features(torch.ones(1, 1, 28, 28)), pre_logits=True)
     assert torch.equal(before, pre)
+
+
+@pytest.mark.parametrize("size", [28, 36])
+def test_convnet_head_skips_pooling_only_where_it_is_the_identity(size):
+    model = cnnzoo.create_model("convnet").eval()
+    x = torch.randn(2, 1, size, size)
+    calls = []
+    model.pool.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        features = model.forward_features(x)
+        expected = model.fc(model.fc1(torch.nn.functional.adaptive_avg_pool2d(features, 7)))
+        calls.clear()
+        torch.testing.assert_close(model(x), expected)
+    assert len(calls) == (0 if features.shape[-1] == 7 else 1)

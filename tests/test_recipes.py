@@ -14,7 +14,7 @@ from torch import nn
 from cnnzoo.errors import CnnzooError
 from cnnzoo.families import family_for
 from cnnzoo.families.base import Family, TrainConfig
-from cnnzoo.tasks.tta import FlipAverage, flip_average
+from cnnzoo.tasks.tta import FlipAverage, flip_average, shift_image, with_tta
 
 
 class _Recipes(Family):
@@ -73,6 +73,53 @@ def test_flip_average_is_the_mean_of_both_views():
     assert not torch.allclose(model(x)[:, 0], model(x)[:, 1])
 
 
+@pytest.mark.parametrize("d", [1, -1, 2])
+def test_shift_image_moves_the_content_diagonally_and_repeats_the_edge(d):
+    x = torch.zeros(1, 1, 6, 6)
+    x[0, 0, 2, 3] = 1.0
+    x[0, 0, 0, :] = 0.5  # the top edge row
+    out = shift_image(x, d)
+    assert out.shape == x.shape
+    assert out[0, 0, 2 + d, 3 + d] == 1.0 and out.eq(1.0).sum() == 1
+    if d > 0:  # the rows that enter at the top repeat the edge row
+        assert torch.equal(out[0, 0, :d, d:], torch.full((d, 6 - d), 0.5))
+
+
+def test_shifted_flip_average_weighs_the_two_views_half_and_the_four_shifts_half():
+    x = torch.rand(3, 1, 5, 6)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.LazyLinear(4))
+    model(x)  # materialise the lazy layer
+    views = [x, x.flip(-1)]
+    shifted = [shift_image(v, d) for v in views for d in (1, -1)]
+    expected = sum(model(v) for v in views) / 4 + sum(model(v) for v in shifted) / 8
+    with torch.no_grad():
+        torch.testing.assert_close(flip_average(model, x, shift=1), expected)
+        torch.testing.assert_close(FlipAverage(model, 1)(x), expected)
+        assert not torch.allclose(flip_average(model, x), expected)
+
+
+def test_with_tta_follows_the_runs_spec():
+    model = _Asymmetric()
+    assert with_tta(model, {}) is model
+    assert with_tta(model, {"tta": "hflip"}).shift == 0
+    assert with_tta(model, {"tta": "hflip", "tta_shift": 2}).shift == 2
+
+
+@pytest.mark.parametrize("shift", [-1, 5])
+def test_a_shift_out_of_range_is_one_line(shift):
+    with pytest.raises(CnnzooError, match=rf"--tta-shift {shift}: expected 0 to 4") as err:
+        FlipAverage(_Asymmetric(), shift)
+    assert "\n" not in str(err.value)
+
+
+def test_tta_shift_without_tta_is_refused_before_any_run_exists(tiny_cfg, tmp_path):
+    from cnnzoo.workflows.train import train
+
+    with pytest.raises(CnnzooError, match="--tta-shift 1 needs --tta"):
+        train(tiny_cfg(out=str(tmp_path / "bad"), tta_shift=1))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_ema_changes_the_saved_weights_and_is_recorded(tiny_cfg, tmp_path):
     from cnnzoo.workflows.train import train
 
@@ -97,21 +144,23 @@ def test_ema_decay_out_of_range_is_refused_before_any_run_exists(tiny_cfg, tmp_p
     assert not (tmp_path / "bad").exists()
 
 
-def test_tta_run_is_tested_and_evaluated_with_both_views(tiny_cfg, tmp_path):
+@pytest.mark.parametrize("shift", [0, 1])
+def test_tta_run_is_tested_and_evaluated_with_both_views(tiny_cfg, tmp_path, shift):
     from cnnzoo.families.classification.evaluate import evaluate, prepared_batches, run_data
     from cnnzoo.rundir import RunDir
     from cnnzoo.workflows.train import train
 
-    result = train(tiny_cfg(out=str(tmp_path / "tta"), val_fraction=0.0, tta=True))
+    cfg = tiny_cfg(out=str(tmp_path / "tta"), val_fraction=0.0, tta=True, tta_shift=shift)
+    result = train(cfg)
     spec = json.loads((result.run_dir / "model.json").read_text())
-    assert spec["tta"] == "hflip"
+    assert spec["tta"] == "hflip" and spec.get("tta_shift", 0) == shift
     run = RunDir.open(result.run_dir)
     model, spec = run.load_model()
     dm, _ = run_data(run, spec, split="test")
     correct = changed = total = 0
     with torch.no_grad():
         for x, y in prepared_batches(dm, "test"):
-            both = flip_average(model, x).argmax(1)
+            both = flip_average(model, x, shift).argmax(1)
             correct += int((both == y).sum())
             changed += int((both != model(x).argmax(1)).sum())
             total += len(y)
@@ -124,14 +173,14 @@ def test_fast_recipe_model_options_go_only_to_models_that_take_them():
     family = family_for("classification")
     convnet = family.apply_recipe(TrainConfig(model="convnet", recipe="fast"))
     resnet = family.apply_recipe(TrainConfig(model="resnet20", recipe="fast"))
-    assert convnet.model_kwargs == {"head_norm": True, "init": "pytorch"}
+    assert convnet.model_kwargs == {"head_norm": True, "init": "pytorch", "widths": (16, 64)}
     assert resnet.model_kwargs == {} and resnet.tta and resnet.precision == "auto"
 
 
 def test_a_model_option_the_user_set_wins_over_the_recipe():
     cfg = TrainConfig(model="convnet", recipe="fast", model_kwargs={"head_norm": False})
     kwargs = family_for("classification").apply_recipe(cfg).model_kwargs
-    assert kwargs == {"head_norm": False, "init": "pytorch"}
+    assert kwargs == {"head_norm": False, "init": "pytorch", "widths": (16, 64)}
 
 
 def test_convnet_head_norm_adds_batchnorm_to_the_hidden_layer():
@@ -171,3 +220,15 @@ def test_negative_crop_padding_is_one_line_and_leaves_no_run(tiny_cfg, tmp_path)
     with pytest.raises(CnnzooError, match="--crop-padding -1 is negative") as err:
         train(tiny_cfg(out=str(tmp_path / "bad"), crop_padding=-1))
     assert "\n" not in str(err.value) and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+def test_tta_exports_to_onnx_with_its_views_in_the_graph(tmp_path, shift):
+    from cnnzoo.compress.export import export_onnx, verify_onnx
+    from cnnzoo.registry import create_model
+
+    torch.manual_seed(0)
+    model = FlipAverage(create_model("convnet", head_norm=True, widths=(16, 32)), shift).eval()
+    path = export_onnx(model, tmp_path / "tta.onnx", (1, 28, 28))
+    for n in (1, 5):
+        assert verify_onnx(model, path, torch.randn(n, 1, 28, 28)) < 1e-4

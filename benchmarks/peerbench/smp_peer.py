@@ -12,7 +12,9 @@ plain, conventional loop that stops at the job's wall-clock budget:
 Two loops (the job's ``loop``, ``peers.py --peer-loop``): ``matched`` (default) trains
 with ``cnnzoo train``'s segmentation defaults — lr 2e-3, 25 % warm-up then cosine (cnnzoo's
 ``onecycle``), cross-entropy only; ``plain`` is the first version of this loop — lr 1e-3,
-2 % warm-up, cross-entropy + smp's multiclass Dice loss (255 ignored).
+2 % warm-up, cross-entropy + smp's multiclass Dice loss (255 ignored). The job's
+``precision`` (``peers.py --peer-precision``): ``fp32`` (default) or ``bf16`` autocast for the
+forward pass and loss, as cnnzoo's ``--precision auto`` trains on a CPU with bf16 instructions.
 
 ``train`` writes ``model.pt`` and ``peer_train.json``; ``evaluate`` writes
 ``predictions.npz`` (one label map per test image, key = its index in the job) and
@@ -112,6 +114,7 @@ def train(job: dict[str, Any], out: Path) -> None:
     loop = LOOPS[job.get("loop", "matched")]
     optimizer = torch.optim.AdamW(model.parameters(), lr=loop["lr"], weight_decay=WEIGHT_DECAY)
     dice = smp.losses.DiceLoss("multiclass", ignore_index=IGNORE)
+    bf16 = job.get("precision", "fp32") == "bf16"
     budget = job["minutes"] * 60
     batch_size, crop = job["batch_size"], job["crop"]
     start = time.perf_counter()
@@ -130,10 +133,11 @@ def train(job: dict[str, Any], out: Path) -> None:
             items = [augment(*pairs[i], crop) for i in order[first : first + batch_size]]
             x = torch.stack([a for a, _ in items]).to(device)
             y = torch.stack([b for _, b in items]).to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
-            if loop["dice"]:
-                loss = loss + loop["dice"] * dice(logits, y)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = model(x)
+                loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
+                if loop["dice"]:
+                    loss = loss + loop["dice"] * dice(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -145,6 +149,7 @@ def train(job: dict[str, Any], out: Path) -> None:
     result = {
         "model": "segmentation_models_pytorch Unet(resnet18), encoder_weights=None",
         "loop": job.get("loop", "matched"),
+        "precision": job.get("precision", "fp32"),
         "train_seconds": round(seconds, 1),
         "epochs": round(steps * batch_size / len(pairs), 2),
         "steps": steps,

@@ -158,6 +158,9 @@ def train(
     tta: Annotated[
         bool, typer.Option(help="classification: test on the mean of each image and its mirror")
     ] = False,
+    tta_shift: Annotated[
+        int, typer.Option(help="with --tta: also average both views shifted ±N px (0: off)")
+    ] = 0,
     det_augment: Annotated[
         str | None, typer.Option(help="detection: flip, or mosaic (+ scale/colour jitter)")
     ] = None,

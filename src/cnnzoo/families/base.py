@@ -83,6 +83,7 @@ class TrainConfig:
     recipe: str | None = None
     ema_decay: float = 0.0
     tta: bool = False
+    tta_shift: int = 0
     crop_padding: int | None = None
     det_augment: str | None = None
     autoanchor: bool = True

@@ -71,6 +71,7 @@ class ClassificationTask(L.LightningModule):
             (fine-tuning with discriminative learning rates).
         tta: validate and test on the mean logits of each image and its mirror image
             (:func:`~cnnzoo.tasks.tta.flip_average`); training is unchanged.
+        tta_shift: with ``tta``, also average both views shifted by ± this many pixels.
     """
 
     def __init__(
@@ -89,6 +90,7 @@ class ClassificationTask(L.LightningModule):
         channels_last: bool = False,
         backbone_lr_scale: float = 1.0,
         tta: bool = False,
+        tta_shift: int = 0,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -105,7 +107,7 @@ class ClassificationTask(L.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.hparams.tta and not self.training:
-            return flip_average(self.model, x)
+            return flip_average(self.model, x, self.hparams.tta_shift)
         out = self.model(x)
         return out.logits if isinstance(out, AuxOutput) else out
 

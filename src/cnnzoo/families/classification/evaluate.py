@@ -84,7 +84,10 @@ def evaluate(
     model, spec = run.load_model()
     dm, names = run_data(run, spec, data, data_dir, split, batch_size)
     data = dm.data
-    task = ClassificationTask(model, num_classes=len(names), tta=spec.get("tta") == "hflip")
+    task = ClassificationTask(
+        model, num_classes=len(names), tta=spec.get("tta") == "hflip",
+        tta_shift=int(spec.get("tta_shift", 0)),
+    )  # fmt: skip
     metrics = run_test(task, dm, accelerator)
     confusion = task.last_confusion
     assert confusion is not None

@@ -3,14 +3,35 @@ classifier (data, model fitted to the data, optional fine-tuning plan, Lightning
 
 from __future__ import annotations
 
+from typing import Any
+
 from lightning.pytorch.callbacks import Callback
 
 from cnnzoo.data.datamodule import ClassificationData
+from cnnzoo.errors import CnnzooError
 from cnnzoo.families.assemble import fit_model_to_data
 from cnnzoo.families.base import Job, TrainConfig
 from cnnzoo.registry import create_model
 from cnnzoo.tasks.classification import ClassificationTask
 from cnnzoo.tasks.finetune import FineTunePlan, FineTuning, apply_plan
+from cnnzoo.tasks.tta import check_shift
+
+
+def tta_spec(cfg: TrainConfig) -> dict[str, Any]:
+    """Return what a run's spec records of its test-time augmentation (nothing without it).
+
+    Raises:
+        CnnzooError: for ``--tta-shift`` out of range, or given without ``--tta``.
+    """
+    check_shift(cfg.tta_shift)
+    if cfg.tta_shift and not cfg.tta:
+        raise CnnzooError(
+            f"--tta-shift {cfg.tta_shift} needs --tta: the shifted views are of the image "
+            "and of its mirror image"
+        )
+    if not cfg.tta:
+        return {}
+    return {"tta": "hflip", **({"tta_shift": cfg.tta_shift} if cfg.tta_shift else {})}
 
 
 def classification_job(cfg: TrainConfig) -> Job:
@@ -19,6 +40,7 @@ def classification_job(cfg: TrainConfig) -> Job:
     Raises:
         CnnzooError: for bad data or options that do not fit the model.
     """
+    extra = tta_spec(cfg)
     data = ClassificationData(
         cfg.data,
         data_dir=cfg.data_dir,
@@ -65,9 +87,10 @@ def classification_job(cfg: TrainConfig) -> Job:
         channels_last=cfg.channels_last,
         backbone_lr_scale=cfg.backbone_lr_scale,
         tta=cfg.tta,
+        tta_shift=cfg.tta_shift,
     )
     return Job(
         "classification", data, model, module, spec, model_args, resize_to,
         monitor="val/accuracy", columns=("loss", "accuracy"), callbacks=callbacks,
-        trainable=trainable, spec_extra={"tta": "hflip"} if cfg.tta else {},
+        trainable=trainable, spec_extra=extra,
     )  # fmt: skip

@@ -11,7 +11,7 @@ import torch
 from cnnzoo.data.transforms import prepare_batch
 from cnnzoo.errors import CnnzooError
 from cnnzoo.rundir import RunDir
-from cnnzoo.tasks.tta import FlipAverage
+from cnnzoo.tasks.tta import with_tta
 
 
 @dataclass
@@ -43,8 +43,8 @@ def predict(run_or_weights: str | Path, files: list[str | Path], topk: int = 3) 
     run = RunDir.open(run_or_weights)
     spec = run.read_spec()
     model = _int8_model(run) if spec.get("int8_onnx") else run.load_model()[0]
-    if spec.get("tta") == "hflip" and not spec.get("int8_onnx"):
-        model = FlipAverage(model)
+    if not spec.get("int8_onnx"):
+        model = with_tta(model, spec)
     data = spec["data"]
     names = data["class_names"]
     k = max(1, min(topk, len(names)))

@@ -90,6 +90,7 @@ class ConvNet(ImageClassifier):
             stage_info.append(FeatureStage(f"stages.{i}", width, 2 ** (i + 1)))
             prev = width
         self.stages = nn.Sequential(*stages)
+        self.head_size = head_size
         self.pool = nn.AdaptiveAvgPool2d(head_size)
         self.fc1 = nn.Sequential(
             nn.Flatten(),
@@ -107,7 +108,9 @@ class ConvNet(ImageClassifier):
         return self.stages(x)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.fc1(self.pool(x))
+        if tuple(x.shape[-2:]) != (self.head_size, self.head_size):
+            x = self.pool(x)  # at the head's size pooling is the identity: skip its cost
+        x = self.fc1(x)
         return x if pre_logits else self.fc(x)
 
 
