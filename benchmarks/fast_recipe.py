@@ -123,6 +123,7 @@ def main() -> None:
             "seconds_mean": round(statistics.mean(r["seconds"] for r in runs), 1),
             "epochs_mean": round(statistics.mean(r["epochs"] for r in runs), 1),
             "views": {v: _mean_std([r["views"][v] for r in runs]) for v in VIEWS},
+            "runs": runs,
         })  # fmt: skip
     lines = [
         f"Machine: {machine(threads)}; budget {args.minutes} min per run (`--time`)",
