@@ -34,9 +34,9 @@ FAST_RECIPE = {
 fast (``--precision auto``) with the memory format that measures faster
 (:mod:`cnnzoo.tasks.memory_format`), random crops with 2 px padding, flip test-time
 augmentation with ±1 px shifts, and for the models that take them (``convnet``) BatchNorm in
-the hidden layer, PyTorch's default init and a first stage of 16 channels instead of 32 (1.65x
-the steps per second, so ~16 epochs instead of 9 in five minutes). Each ingredient's effect:
-``benchmarks/fast_recipe.py`` and docs/benchmarks.md."""
+the hidden layer, PyTorch's default init and a first stage of 16 channels instead of 32 (a
+step in ~0.65 of the time: 12-15 epochs instead of 9-10 in five minutes on 2 cores). Each
+ingredient's effect: ``benchmarks/fast_recipe.py`` and docs/benchmarks.md."""
 
 
 class ClassificationFamily(Family):
@@ -65,7 +65,7 @@ class ClassificationFamily(Family):
         from cnnzoo.compress.export import CLASSIFIER_OUTPUT, OUTPUT_NAME
         from cnnzoo.tasks.tta import with_tta
 
-        model = with_tta(model, spec)  # the graph averages the image and its mirror image
+        model = with_tta(model, spec)  # the graph averages the run's test-time views
         return ExportPlan(model, (OUTPUT_NAME,), (CLASSIFIER_OUTPUT,))
 
     def check_images(self, run: RunDir, spec: dict[str, Any], n: int) -> tuple[Tensor, str]:
