@@ -115,11 +115,10 @@ def main() -> None:
             print(json.dumps({"rung": name, **runs[-1]}), flush=True)
             with open(Path(args.runs) / "ladder.jsonl", "a") as f:
                 f.write(json.dumps({"rung": name, **runs[-1]}) + "\n")
-        accs = [r["accuracy"] for r in runs]
+        acc_mean, acc_std = _mean_std([r["accuracy"] for r in runs])
         table.append({
             "rung": name, "adds": what, "seeds": len(runs),
-            "accuracy_mean": round(statistics.mean(accs), 4),
-            "accuracy_std": round(statistics.stdev(accs), 4) if len(accs) > 1 else 0.0,
+            "accuracy_mean": acc_mean, "accuracy_std": acc_std,
             "seconds_mean": round(statistics.mean(r["seconds"] for r in runs), 1),
             "epochs_mean": round(statistics.mean(r["epochs"] for r in runs), 1),
             "views": {v: _mean_std([r["views"][v] for r in runs]) for v in VIEWS},
