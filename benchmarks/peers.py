@@ -99,6 +99,8 @@ def check_options(task: str, args: argparse.Namespace) -> list[str]:
 
     if not args.minutes > 0:
         raise CnnzooError(f"--minutes {args.minutes}: expected a positive number of minutes")
+    if getattr(args, "peer_lr", None) is not None and not args.peer_lr > 0:
+        raise CnnzooError(f"--peer-lr {args.peer_lr}: expected a positive learning rate")
     for name in ("threads", "speed_threads", "speed_repeats", "batch_size"):
         if getattr(args, name) < 1:
             raise CnnzooError(f"--{name.replace('_', '-')} {getattr(args, name)}: expected >= 1")
@@ -241,6 +243,7 @@ def compare(task: str, args: argparse.Namespace) -> int:
             h, w = load_image(splits.splits["train"][0][0], 3).shape[-2:]
             job |= {"train": splits.splits["train"], "num_classes": len(splits.class_names),
                     "loop": args.peer_loop, "precision": args.peer_precision,
+                    "lr": args.peer_lr,
                     "crop": args.size or -(-max(h, w) // 32) * 32}  # fmt: skip
     except CnnzooError as error:
         fail(str(error))
@@ -394,6 +397,13 @@ def build_parser() -> Parser:
                 choices=("matched", "plain"),
                 default="matched",
                 help="the smp training loop: matched (cnnzoo's segmentation recipe) or plain",
+            )
+            sub.add_argument(
+                "--peer-lr",
+                type=float,
+                default=None,
+                help="the smp loop's peak learning rate (default: the loop's, 2e-3 matched, "
+                "1e-3 plain)",
             )
             sub.add_argument(
                 "--peer-precision",

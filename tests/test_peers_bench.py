@@ -218,6 +218,9 @@ def test_options_are_checked_naming_the_bad_value() -> None:
         peers.check_options("segmentation", _options(minutes=0))
     with pytest.raises(CnnzooError, match="--threads 0"):
         peers.check_options("segmentation", _options(threads=0))
+    assert peers.check_options("segmentation", _options(peer_lr=6e-3)) == ["unet"]
+    with pytest.raises(CnnzooError, match="--peer-lr -0.1: expected a positive"):
+        peers.check_options("segmentation", _options(peer_lr=-0.1))
 
 
 def test_a_bad_option_on_the_command_line_is_one_line_and_exit_2() -> None:

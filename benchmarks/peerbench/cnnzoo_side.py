@@ -16,18 +16,20 @@ from peerbench.timing import SPEED_BATCH, onnx_images_per_second, torch_images_p
 
 BEST = ["--precision", "auto", "--channels-last"]
 PRETRAINED = ["--backbone-weights", "convnet.fmnist"]
+UNET_STEPS = ["--lr", "6e-3", "--batch-size", "8"]  # the best of the 15-minute screen
 RECIPES: dict[str, list[str]] = {
     "fast_rcnn": [*PRETRAINED, *BEST],
     "yolov3": [*PRETRAINED, *BEST],
     "yolov3_tiny": ["--backbone-weights", "convnet.fmnist_w16", "--recipe", "modern", *BEST],
     "ssd": [*PRETRAINED, *BEST],
-    "unet": ["--model-arg", "width=16", "--model-arg", "depth=4", "--lr", "3e-3", *BEST],
+    "unet": ["--model-arg", "width=16", "--model-arg", "depth=4", *UNET_STEPS, *BEST],
     "fcn8s": ["--backbone", "resnet18", "--lr", "2e-3", *BEST],
 }
 """``cnnzoo train`` options per model beyond data, budget and split: the recipes of
 ``benchmarks/detection.py`` and ``benchmarks/segmentation.py`` (detectors from the shipped
 Fashion-MNIST classifier ``convnet.fmnist``, ``yolov3_tiny`` from its narrow sibling
-``convnet.fmnist_w16`` with ``--recipe modern``, ``unet`` width 16 from scratch; a
+``convnet.fmnist_w16`` with ``--recipe modern``, ``unet`` width 16 from scratch with lr 6e-3
+and batch 8, the best of a 15-minute screen, docs/benchmarks.md; a
 ``MODEL:RECIPE`` entry's recipe wins). Other
 registered models train with cnnzoo's defaults plus ``--precision auto`` (bf16 autocast only
 where the processor has bf16 instructions) and channels-last."""

@@ -12,7 +12,9 @@ plain, conventional loop that stops at the job's wall-clock budget:
 Two loops (the job's ``loop``, ``peers.py --peer-loop``): ``matched`` (default) trains
 with ``cnnzoo train``'s segmentation defaults — lr 2e-3, 25 % warm-up then cosine (cnnzoo's
 ``onecycle``), cross-entropy only; ``plain`` is the first version of this loop — lr 1e-3,
-2 % warm-up, cross-entropy + smp's multiclass Dice loss (255 ignored). The job's
+2 % warm-up, cross-entropy + smp's multiclass Dice loss (255 ignored); the job's ``lr``
+(``peers.py --peer-lr``) replaces the loop's learning rate, its ``batch_size``
+(``--batch-size``) the batch of 16. The job's
 ``precision`` (``peers.py --peer-precision``): ``fp32`` (default) or ``bf16`` autocast for the
 forward pass and loss, as cnnzoo's ``--precision auto`` trains on a CPU with bf16 instructions.
 
@@ -112,7 +114,8 @@ def train(job: dict[str, Any], out: Path) -> None:
     pairs = [(load_image(i), load_mask(m)) for i, m in job["train"]]
     model = build(job["num_classes"]).to(device)
     loop = LOOPS[job.get("loop", "matched")]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=loop["lr"], weight_decay=WEIGHT_DECAY)
+    lr = job.get("lr") or loop["lr"]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
     dice = smp.losses.DiceLoss("multiclass", ignore_index=IGNORE)
     bf16 = job.get("precision", "fp32") == "bf16"
     budget = job["minutes"] * 60
@@ -129,7 +132,7 @@ def train(job: dict[str, Any], out: Path) -> None:
                 done = True
                 break
             for group in optimizer.param_groups:
-                group["lr"] = loop["lr"] * schedule(fraction, loop["warmup"])
+                group["lr"] = lr * schedule(fraction, loop["warmup"])
             items = [augment(*pairs[i], crop) for i in order[first : first + batch_size]]
             x = torch.stack([a for a, _ in items]).to(device)
             y = torch.stack([b for _, b in items]).to(device)
@@ -150,6 +153,8 @@ def train(job: dict[str, Any], out: Path) -> None:
         "model": "segmentation_models_pytorch Unet(resnet18), encoder_weights=None",
         "loop": job.get("loop", "matched"),
         "precision": job.get("precision", "fp32"),
+        "lr": lr,
+        "batch_size": batch_size,
         "train_seconds": round(seconds, 1),
         "epochs": round(steps * batch_size / len(pairs), 2),
         "steps": steps,
