@@ -402,8 +402,7 @@ def build_parser() -> Parser:
                 "--peer-lr",
                 type=float,
                 default=None,
-                help="the smp loop's peak learning rate (default: the loop's, 2e-3 matched, "
-                "1e-3 plain)",
+                help="the smp loop's peak learning rate (default: the --peer-loop's own)",
             )
             sub.add_argument(
                 "--peer-precision",
