@@ -20,12 +20,15 @@ from pathlib import Path
 
 
 def machine() -> str:
-    """Return a one-line description of this machine (CPU model, cores, torch version)."""
+    """Return a one-line description of this machine: CPU model, whether it has bf16
+    instructions (what ``--precision auto`` trains in), cores, torch version."""
     import torch
 
+    from cnnzoo.tasks.precision import cpu_has_fast_bf16
     from cnnzoo.workflows.bench import cpu_name
 
-    return f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    isa = "bf16 instructions" if cpu_has_fast_bf16() else "no bf16 instructions"
+    return f"{cpu_name()} ({isa}), {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def main() -> None:

@@ -9,9 +9,17 @@ run side by side, one per core::
 
 Each run trains cnnzoo's ``convnet`` (hidden BatchNorm, PyTorch init) on Fashion-MNIST with the
 recipe's data pipeline (2 px random crops, flips), SGD + Nesterov, ``OneCycleLR`` and bf16
-autocast, then scores the test set with one view, flip TTA, flip TTA + diagonal ±1 px shifts
-and flip TTA + four ±1 px shifts (probabilities averaged), and appends a JSON line to
+autocast (``--precision fp32`` on a CPU without bf16 instructions), then scores the test set
+with one view, flip TTA, flip TTA + diagonal ±1 px shifts and flip TTA + four ±1 px shifts
+(probabilities averaged), and appends a JSON line to
 ``--out``. The rows of docs/benchmarks.md's screening table were made this way.
+
+airbench's rungs, each a switch: ``--whiten`` (first convolution from 3x3 patch whitening),
+``--identity-init`` (every 3x3 convolution's first ``in_channels`` filters start as the
+identity), ``--bias-lr-scale K`` (BatchNorm biases learn K times faster, airbench: 64),
+``--lookahead`` (from a quarter of the steps on, every 5 steps a running average of the
+weights takes a step towards them and the weights jump to it; the average's own weight grows
+from 0 to 0.77 as training ends), ``--alternate-flips``.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +56,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--crop-padding", type=int, default=2)
     p.add_argument("--alternate-flips", action="store_true", help="airbench's alternating flip")
     p.add_argument("--whiten", action="store_true", help="first conv from patch whitening")
+    p.add_argument("--identity-init", action="store_true", help="airbench's dirac init")
+    p.add_argument("--bias-lr-scale", type=float, default=1.0, help="BatchNorm biases' lr x")
+    p.add_argument("--lookahead", action="store_true", help="airbench's lookahead average")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--widths", default="32,64")
     p.add_argument("--tag", default="")
     p.add_argument("--out", default="runs/fast-screen.jsonl")
@@ -65,19 +78,86 @@ def whiten_first_conv(conv: nn.Conv2d, x: Tensor, eps: float = 5e-4) -> None:
         conv.weight[:k] = filters[:k]
 
 
+def identity_init(model: nn.Module) -> int:
+    """Start the first ``in_channels`` filters of every 3x3 convolution that has at least as
+    many outputs as inputs as the identity (airbench's dirac init, an implicit residual).
+
+    Returns:
+        How many convolutions were changed.
+    """
+    changed = 0
+    with torch.no_grad():
+        for conv in model.modules():
+            square = isinstance(conv, nn.Conv2d) and conv.kernel_size == (3, 3)
+            if square and conv.groups == 1 and conv.out_channels >= conv.in_channels:
+                nn.init.dirac_(conv.weight[: conv.in_channels])
+                changed += 1
+    return changed
+
+
+def param_groups(
+    model: nn.Module, lr: float, weight_decay: float, decay_norms: bool, bias_lr_scale: float
+) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: weights (ndim > 1; with ``decay_norms`` every
+    tensor) with ``weight_decay``; the other tensors without; BatchNorm biases among them at
+    ``bias_lr_scale`` times the learning rate (airbench's scaled bias learning rate).
+
+    Returns:
+        The non-empty groups, each with ``params``, ``lr`` and ``weight_decay``.
+    """
+    bn_biases = {
+        id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    }
+    decayed = [p for p in model.parameters() if p.ndim > 1 or decay_norms]
+    rest = [p for p in model.parameters() if not (p.ndim > 1 or decay_norms)]
+    groups = [
+        {"params": decayed, "lr": lr, "weight_decay": weight_decay},
+        {"params": [p for p in rest if id(p) not in bn_biases], "lr": lr, "weight_decay": 0.0},
+        {"params": [p for p in rest if id(p) in bn_biases], "lr": lr * bias_lr_scale,
+         "weight_decay": 0.0},
+    ]  # fmt: skip
+    return [g for g in groups if g["params"]]
+
+
+class Lookahead:
+    """airbench's lookahead: every ``every`` steps a running average of the model's floating
+    state moves towards the weights by ``1 - rho`` and the weights jump to the average;
+    ``rho = base**every * progress**power`` grows from 0 (no averaging) as training ends."""
+
+    def __init__(self, model: nn.Module, every: int = 5, base: float = 0.95, power: float = 3.0):
+        self.model, self.every, self.base, self.power = model, every, base, power
+        self.average: list[Tensor] | None = None
+
+    def _state(self) -> list[Tensor]:
+        return [t for t in self.model.state_dict().values() if t.is_floating_point()]
+
+    @torch.no_grad()
+    def step(self, step: int, total: int) -> None:
+        """After optimiser step ``step`` of ``total``: average every ``every`` steps."""
+        if step % self.every:
+            return
+        if self.average is None:
+            self.average = [t.clone() for t in self._state()]
+            return
+        rho = self.base**self.every * (step / total) ** self.power
+        for average, weights in zip(self.average, self._state(), strict=True):
+            average.lerp_(weights, 1 - rho)
+            weights.copy_(average)
+
+
 def shift(x: Tensor, dy: int, dx: int) -> Tensor:
     """``x`` moved by (dy, dx) pixels, the border filled with zeros (the normalised mean)."""
     return torch.roll(F.pad(x, (1, 1, 1, 1)), (dy, dx), (2, 3))[:, :, 1:-1, 1:-1]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x_test: Tensor, y_test: Tensor) -> dict[str, float]:
+def evaluate(model: nn.Module, x_test: Tensor, y_test: Tensor, bf16: bool) -> dict[str, float]:
     """Test accuracy under four test-time views (see the module docstring)."""
     model.eval()
     hits = dict.fromkeys(("one view", "flip", "flip + 2 shifts", "flip + 4 shifts"), 0)
     for i in range(0, len(y_test), 1000):
         x, y = x_test[i : i + 1000], y_test[i : i + 1000]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             prob: Callable[[Tensor], Tensor] = lambda z: (  # noqa: E731
                 model(z.contiguous(memory_format=torch.channels_last)).float().softmax(1)
             )
@@ -109,17 +189,20 @@ def main() -> None:
     model = create_model(
         "convnet", head_norm=True, init="pytorch", dropout=a.dropout, widths=widths
     )
+    if a.identity_init:
+        identity_init(model)
     if a.whiten:
         whiten_first_conv(model.stages[0][0].conv, x_train[:5000])
     model = model.to(memory_format=torch.channels_last)
-    decay = [p for p in model.parameters() if p.ndim > 1 or a.decay_norms]
-    rest = [p for p in model.parameters() if not (p.ndim > 1 or a.decay_norms)]
-    groups = [{"params": decay, "weight_decay": a.weight_decay}, {"params": rest}]
+    groups = param_groups(model, a.lr, a.weight_decay, a.decay_norms, a.bias_lr_scale)
     opt = torch.optim.SGD(groups, lr=a.lr, momentum=0.9, nesterov=True, weight_decay=0.0)
     steps = math.ceil(len(y_train) / a.batch_size)
+    total = steps * a.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=a.lr, total_steps=steps * a.epochs, pct_start=0.25
+        opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=0.25
     )
+    lookahead = Lookahead(model) if a.lookahead else None
+    bf16 = a.precision == "bf16"
     loss_fn = nn.CrossEntropyLoss(label_smoothing=a.label_smoothing)
     g = torch.Generator().manual_seed(a.seed)
     start = time.perf_counter()
@@ -133,19 +216,22 @@ def main() -> None:
                 x = torch.where(((idx + epoch) % 2 == 0)[:, None, None, None], x.flip(3), x)
             else:
                 x = random_hflip_batch(x, 0.5, g)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 out = model(x.contiguous(memory_format=torch.channels_last))
                 loss = loss_fn(out.float(), y_train[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            done = epoch * steps + i + 1
+            if lookahead is not None and done >= total // 4:  # airbench: after 3 of 12 epochs
+                lookahead.step(done, total)
     row = {
         "tag": a.tag,
         "args": vars(a),
         "threads": torch.get_num_threads(),
         "train_s": round(time.perf_counter() - start, 1),
-        **evaluate(model, x_test, y_test),
+        **evaluate(model, x_test, y_test, bf16),
     }
     print(json.dumps(row))
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

@@ -260,8 +260,9 @@ def compare(task: str, args: argparse.Namespace) -> int:
     ours = []
     for m in models:
         name = m.replace(":", "-")
+        run_dir = out / f"cnnzoo-{name}"
         command = cnnzoo_side.train_command(
-            m, spec, out / f"cnnzoo-{name}", args.minutes, args.val_fraction, args.seed, device
+            m, spec, run_dir, args.minutes, args.val_fraction, args.seed, device, args.train_arg
         )
         ours.append(Step(f"cnnzoo {m}", command, thread_env(args.threads, False),
                          out / f"cnnzoo-{name}.log"))  # fmt: skip
@@ -411,6 +412,14 @@ def build_parser() -> Parser:
                 help="the smp loop's training precision (bf16: autocast, as cnnzoo's "
                 "--precision auto on a CPU with bf16 instructions)",
             )
+        sub.add_argument(
+            "--train-arg",
+            action="append",
+            default=[],
+            metavar="OPTION",
+            help="one more `cnnzoo train` option for every cnnzoo model, after the recipe's "
+            "(the last value wins), e.g. --train-arg=--lr=1e-2; repeatable",
+        )
         sub.add_argument("--speed-threads", type=int, default=1)
         sub.add_argument("--speed-repeats", type=int, default=5)
         sub.add_argument("--venv", type=Path, default=VENV)

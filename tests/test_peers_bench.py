@@ -241,3 +241,29 @@ def test_the_peer_loops_schedule_warms_up_then_anneals_to_zero_at_the_budget() -
     assert smp_peer.schedule(0.25, 0.25) == 1
     assert smp_peer.schedule(0.625, 0.25) == pytest.approx(0.5)
     assert smp_peer.schedule(1.0, 0.25) == pytest.approx(0, abs=1e-12)
+
+
+def test_train_args_follow_the_recipe_so_their_value_wins() -> None:
+    import peers
+
+    args = peers.build_parser().parse_args(
+        ["segmentation", "--train-arg=--lr=1e-2", "--train-arg=--ema-decay=0.99"]
+    )
+    assert args.train_arg == ["--lr=1e-2", "--ema-decay=0.99"]
+    command = cnnzoo_side.train_command(
+        "unet", "scenes:/d", Path("r"), 15, 0.05, 0, "cpu", args.train_arg
+    )
+    assert command.index("--lr=1e-2") > command.index("--lr")  # click keeps the last value
+    assert command[-1] == "--ema-decay=0.99"
+
+
+@pytest.mark.parametrize(("fast", "words"), [(True, "(bf16 instructions)"), (False, "(no bf16")])
+def test_the_machine_line_says_whether_the_cpu_trains_in_bf16(
+    monkeypatch: pytest.MonkeyPatch, fast: bool, words: str
+) -> None:
+    import classification
+    from cnnzoo.tasks import precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast)
+    line = classification.machine()
+    assert words in line and line.endswith(f"torch {torch.__version__}")
