@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from cnnzoo.data.fashion_mnist import load_fashion_mnist
 from cnnzoo.data.transforms import normalize_batch, random_crop_batch, random_hflip_batch
 from cnnzoo.registry import create_model
+from cnnzoo.tasks import optim
 
 MEAN, STD = (0.2860,), (0.3530,)
 
@@ -98,25 +99,23 @@ def identity_init(model: nn.Module) -> int:
 def param_groups(
     model: nn.Module, lr: float, weight_decay: float, decay_norms: bool, bias_lr_scale: float
 ) -> list[dict[str, Any]]:
-    """The optimiser's parameter groups: weights (ndim > 1; with ``decay_norms`` every
-    tensor) with ``weight_decay``; the other tensors without; BatchNorm biases among them at
-    ``bias_lr_scale`` times the learning rate (airbench's scaled bias learning rate).
+    """cnnzoo's optimiser groups (:func:`cnnzoo.tasks.optim.param_groups`: weight decay on
+    tensors with ndim > 1 only) with BatchNorm biases at ``bias_lr_scale`` times the learning
+    rate (airbench's scaled bias learning rate); with ``decay_norms`` every group decays.
 
     Returns:
         The non-empty groups, each with ``params``, ``lr`` and ``weight_decay``.
     """
     bn_biases = {
-        id(m.bias) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        f"{name}.bias": bias_lr_scale
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None
     }
-    decayed = [p for p in model.parameters() if p.ndim > 1 or decay_norms]
-    rest = [p for p in model.parameters() if not (p.ndim > 1 or decay_norms)]
-    groups = [
-        {"params": decayed, "lr": lr, "weight_decay": weight_decay},
-        {"params": [p for p in rest if id(p) not in bn_biases], "lr": lr, "weight_decay": 0.0},
-        {"params": [p for p in rest if id(p) in bn_biases], "lr": lr * bias_lr_scale,
-         "weight_decay": 0.0},
-    ]  # fmt: skip
-    return [g for g in groups if g["params"]]
+    groups = optim.param_groups(model, weight_decay, lr, bn_biases)
+    if decay_norms:
+        for group in groups:
+            group["weight_decay"] = weight_decay
+    return groups
 
 
 class Lookahead:
