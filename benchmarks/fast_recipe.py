@@ -23,6 +23,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).parent))
+import classification
+
 # (name, what the rung adds, TrainConfig overrides on top of the demo recipe)
 LADDER: list[tuple[str, str, dict[str, Any]]] = [
     ("demo", "the demo recipe: convnet, SGD + Nesterov, one-cycle, bf16 + channels-last", {}),
@@ -35,12 +38,9 @@ LADDER: list[tuple[str, str, dict[str, Any]]] = [
 
 
 def machine(threads: int) -> str:
-    """One line: CPU model, cores used, torch version."""
-    import torch
-
-    from cnnzoo.workflows.bench import cpu_name
-
-    return f"{cpu_name()}, {threads} of {os.cpu_count()} cores, torch {torch.__version__}"
+    """One line: the shared machine description (:func:`classification.machine`: CPU
+    model, bf16 or not, cores, torch version) and the threads each run used."""
+    return f"{classification.machine()}; {threads} thread(s) per run"
 
 
 def rung_configs(names: list[str] | None) -> list[tuple[str, str, dict[str, Any]]]:

@@ -267,3 +267,14 @@ def test_the_machine_line_says_whether_the_cpu_trains_in_bf16(
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: fast)
     line = classification.machine()
     assert words in line and line.endswith(f"torch {torch.__version__}")
+
+
+def test_the_fast_recipe_benchmark_shares_the_machine_line_and_adds_its_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fast_recipe
+    from cnnzoo.tasks import precision
+
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    line = fast_recipe.machine(3)
+    assert "(no bf16 instructions)" in line and line.endswith("; 3 thread(s) per run")
