@@ -297,7 +297,7 @@ def compare(task: str, args: argparse.Namespace) -> int:
         side: dict[str, Any] = {"model": model, "metrics": {}, "command": shlex.join(step.command)}
         if step.result["exit"] == 0:
             metrics = json.loads((run_dir / "metrics.json").read_text())
-            side |= {"train_seconds": round(metrics["seconds"], 1), "epochs": metrics["epochs"]}
+            side |= cnnzoo_side.run_summary(metrics)
             if task == "detection":
                 score.write_box_predictions(run_dir / "predictions.json",
                                             cnnzoo_side.predict_boxes(run_dir, images))  # fmt: skip

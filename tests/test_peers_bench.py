@@ -278,3 +278,12 @@ def test_the_fast_recipe_benchmark_shares_the_machine_line_and_adds_its_threads(
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     line = fast_recipe.machine(3)
     assert "(no bf16 instructions)" in line and line.endswith("; 3 thread(s) per run")
+
+
+def test_the_results_keep_the_cnnzoo_runs_validation_figures_without_its_loss() -> None:
+    metrics = {"seconds": 905.234, "epochs": 39,
+               "metrics": {"val/loss": 0.21, "val/miou": 0.52, "val/pixel_accuracy": 0.92,
+                           "test/miou": 0.51}}  # fmt: skip
+    summary = cnnzoo_side.run_summary(metrics)
+    assert summary == {"train_seconds": 905.2, "epochs": 39,
+                       "validation": {"miou": 0.52, "pixel_accuracy": 0.92}}  # fmt: skip

@@ -69,6 +69,17 @@ def train_command(
     ]  # fmt: skip
 
 
+def run_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Return what the results keep of a finished run's ``metrics.json``: ``train_seconds``,
+    ``epochs`` and ``validation`` (the run's last validation figures, loss left out, keyed
+    without the ``val/`` prefix), so a recipe can be chosen on the held-out scenes rather
+    than on the test scenes both sides are scored on."""
+    validation = {key.removeprefix("val/"): value for key, value in metrics["metrics"].items()
+                  if key.startswith("val/") and key != "val/loss"}  # fmt: skip
+    return {"train_seconds": round(metrics["seconds"], 1), "epochs": metrics["epochs"],
+            "validation": validation}  # fmt: skip
+
+
 def _inputs(image: torch.Tensor, spec: dict[str, Any]) -> torch.Tensor:
     """One uint8 (C, H, W) image as the run's model sees it (``cnnzoo predict``'s steps)."""
     from cnnzoo.data.transforms import normalize_batch
